@@ -1,0 +1,1 @@
+"""Conductor: the `h2k` CLI and control plane (configs, waves, scheduling, state, reports)."""

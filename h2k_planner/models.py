@@ -1,0 +1,115 @@
+"""The planner's vocabulary: what a source VM is, and what a Plan asks the workers to do.
+
+Every source kind (VMX, OVF, disk files, vSphere) produces these same models, and everything
+downstream (planner, tasks, conductor, reports) speaks only these. JSON Schema for each is
+printed by `h2k schema`.
+"""
+from __future__ import annotations
+
+import enum
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Firmware(str, enum.Enum):
+    bios = "bios"
+    efi = "efi"
+
+
+class Severity(str, enum.Enum):
+    critical = "critical"
+    warning = "warning"
+    info = "info"
+
+
+class Concern(Strict):
+    """A finding about a VM that a migration engineer should read before the run."""
+
+    id: str
+    severity: Severity
+    message: str
+    remedy: str = ""
+
+
+class Disk(Strict):
+    source: str = Field(description="absolute path of the top of the chain as read by qemu-img")
+    format: str = Field(description="format of the top image as probed from its content")
+    virtual_size: int = Field(ge=0, description="guest-visible size in bytes")
+    allocated_size: int = Field(default=0, ge=0, description="bytes the chain occupies on disk")
+    chain: list[str] = Field(default_factory=list, description="every file read, top first")
+    bus: Literal["scsi", "sata", "ide", "nvme", "virtio", "unknown"] = "unknown"
+    controller: int = 0
+    unit: int = 0
+    index: int = Field(0, ge=0, description="position in boot order, 0 boots first")
+
+
+class Nic(Strict):
+    mac: str | None = None
+    model: str = "unknown"
+    network: str = ""
+    name: str = ""
+
+
+class VM(Strict):
+    name: str
+    firmware: Firmware = Firmware.bios
+    secure_boot: bool = False
+    guest_os: str = ""
+    cpus: int = Field(1, ge=1)
+    memory_mib: int = Field(1024, ge=1)
+    uuid: str | None = None
+    disks: list[Disk]
+    nics: list[Nic] = Field(default_factory=list)
+    source: str = Field(description="where the VM was read from: a file path or a URL")
+    source_kind: str = Field(description="which source module read it: vmx, ovf, disk, vsphere")
+    concerns: list[Concern] = Field(default_factory=list)
+
+    @property
+    def slug(self) -> str:
+        return safe_name(self.name)
+
+
+OutputFormat = Literal["qcow2", "raw"]
+
+
+class Output(Strict):
+    directory: str = Field(description="absolute directory on the worker host; one sub-directory per VM")
+    format: OutputFormat = "qcow2"
+    compress: bool = False
+
+
+class PlannedVM(Strict):
+    vm: VM
+    host: str = Field(description="worker host the VM is placed on; its tasks go to h2k.host.<host>")
+    stages: list[str] = Field(description="VM-level stages, in order, after every disk's stages")
+    disk_stages: list[str] = Field(description="stages each disk goes through, in order")
+    boot_test: bool = True
+
+
+class Plan(Strict):
+    wave: str = Field(description="wave id: the same sources and output give the same id, so a re-run resumes")
+    output: Output
+    vms: list[PlannedVM]
+
+
+class Wave(Strict):
+    """A wave as the conductor stores it in Redis."""
+
+    id: str
+    created: float
+    plan: Plan
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str) -> str:
+    """A file-system-safe form of a VM name, used for its output directory and files."""
+    slug = _UNSAFE.sub("_", name).strip("._")
+    return slug or "vm"
