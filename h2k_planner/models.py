@@ -43,6 +43,7 @@ class Disk(Strict):
     virtual_size: int = Field(ge=0, description="guest-visible size in bytes")
     allocated_size: int = Field(default=0, ge=0, description="bytes the chain occupies on disk")
     chain: list[str] = Field(default_factory=list, description="every file read, top first")
+    depth: int = Field(1, ge=1, description="images in the backing chain (1: no snapshot deltas)")
     bus: Literal["scsi", "sata", "ide", "nvme", "virtio", "unknown"] = "unknown"
     controller: int = 0
     unit: int = 0

@@ -1,0 +1,46 @@
+"""Options and set-up shared by the sub-commands."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from conductor import config as configuration
+from h2k_planner.errors import InputError
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", action="append", default=[], metavar="FILE",
+                   help="YAML config; repeatable, deep-merged, later files win")
+    p.add_argument("--broker", metavar="URL",
+                   help="redis://HOST:PORT/DB or unix:///PATH (default: config, H2K_BROKER_URL, "
+                        "or a private redis-server for this run)")
+
+
+def _given(values: dict) -> dict:
+    """Only the options the user gave: None means not given, at any depth."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            value = _given(value)
+        if value is not None and value != {}:
+            out[key] = value
+    return out
+
+
+def load_config(args: argparse.Namespace, **overrides) -> configuration.Config:
+    over = _given(overrides)
+    if args.broker:
+        over["broker_url"] = args.broker
+    return configuration.load(args.config, over)
+
+
+def state_dir(output: str) -> str:
+    """Where embedded mode keeps Redis's data for a migration into `output`."""
+    return os.path.join(output, ".h2k")
+
+
+def require_output_dir(path: str) -> str:
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise InputError(path, "output exists and is not a directory")
+    return path

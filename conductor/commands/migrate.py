@@ -1,0 +1,88 @@
+"""`h2k migrate SOURCE... -o DIR`: plan, run and report a wave in one command.
+
+With no broker configured it runs its own (see conductor/embedded.py); running the same command
+again resumes: finished stages whose artifacts still verify are skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rich.console import Console
+
+from conductor.commands.common import add_config_args, load_config, require_output_dir, state_dir
+from conductor.commands.plan import print_plan
+from conductor.driver import Driver, VMView
+from conductor.embedded import Embedded
+from conductor.progress import WaveProgress, summary_table
+from h2k_planner.errors import InputError
+from h2k_planner.models import Output
+from h2k_planner.plan import make_plan
+from h2k_planner.sources import load_sources
+from h2k_tasks.app import configure
+from h2k_tasks.state import State, decode
+from h2k_tasks.settings import redis_url
+from h2k_planner.plan import FINAL_STAGE
+
+
+def register(sub) -> None:
+    p = sub.add_parser("migrate", help="migrate VMs to KVM")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="a VMware .vmx")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory, one sub-directory per VM")
+    p.add_argument("--format", choices=["qcow2", "raw"], help="output disk format (default qcow2)")
+    p.add_argument("--compress", action="store_true", default=None, help="zstd-compressed qcow2")
+    p.add_argument("--dry-run", action="store_true", help="read and plan everything, write nothing")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_config_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args, output={"format": args.format, "compress": args.compress})
+    if cfg.output.compress and cfg.output.format != "qcow2":
+        raise InputError(None, "--compress needs the qcow2 output format")
+    out_dir = require_output_dir(args.output)
+    vms = load_sources(args.sources)
+    plan = make_plan(vms, Output(directory=out_dir, format=cfg.output.format, compress=cfg.output.compress))
+    if args.dry_run:
+        print_plan(plan, as_json=args.json)
+        return 0
+    console = Console(stderr=args.json)
+    settings = cfg.worker_settings()
+    embedded = None
+    if not cfg.broker_url:
+        embedded = Embedded(state_dir(out_dir) + "/redis", settings, state_dir(out_dir) + "/logs").start()
+        settings = embedded.settings
+    try:
+        configure(settings)
+        driver = Driver(State.from_url(redis_url(settings.broker_url)), plan, cfg.conductor.poll_interval)
+        driver.submit()
+        if args.json or not console.is_terminal:
+            views = driver.wait()
+        else:
+            with WaveProgress(console) as bars:
+                views = driver.wait(bars.update)
+    finally:
+        if embedded:
+            embedded.stop()
+    rows = [result_row(v) for v in views]
+    if args.json:
+        json.dump({"wave": plan.wave, "vms": rows}, sys.stdout, indent=2)
+        print()
+    else:
+        console.print(summary_table(rows))
+    return 0 if all(r["status"] == "succeeded" for r in rows) else 1
+
+
+def result_row(view: VMView) -> dict:
+    result = decode(view.records[("vm", FINAL_STAGE)], "result", {})
+    starts = [float(r["started"]) for r in view.records.values() if r.get("started")]
+    ends = [float(r["ended"]) for r in view.records.values() if r.get("ended")]
+    errors = [f"{lane}/{stage}: {r['error']}" for (lane, stage), r in view.records.items()
+              if r.get("status") == "failed" and r.get("error")]
+    return {
+        "vm": view.pvm.vm.name, "status": result.get("status", "unknown"), "disks": len(view.pvm.vm.disks),
+        "seconds": (max(ends) - min(starts)) if starts and ends else None,
+        "report": result.get("report"), "errors": errors,
+    }

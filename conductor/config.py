@@ -1,0 +1,98 @@
+"""YAML configuration: `--config` files deep-merged in order (later wins), then command-line flags.
+
+Every key is known: an unknown one is an error naming the file and the key's path, so a typo
+never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from h2k_planner.errors import InputError
+from h2k_planner.models import OutputFormat
+from h2k_tasks.settings import Settings
+
+
+class OutputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: OutputFormat = "qcow2"
+    compress: bool = False
+
+
+class ConductorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    poll_interval: float = Field(0.5, gt=0, le=60, description="seconds between state reads")
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    broker_url: str = Field("", description="empty: start a private redis-server and a local worker")
+    output: OutputConfig = OutputConfig()
+    worker: Settings = Settings()
+    conductor: ConductorConfig = ConductorConfig()
+
+    @model_validator(mode="after")
+    def _one_broker(self) -> "Config":
+        if self.worker.broker_url:
+            raise ValueError("set broker_url at the top level, not under worker")
+        return self
+
+    def worker_settings(self, **changes) -> Settings:
+        return self.worker.model_copy(update={"broker_url": self.broker_url, **changes})
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _check_keys(data: Any, model: type[BaseModel], path: str, file: str) -> None:
+    if not isinstance(data, dict):
+        raise InputError(file, f"{path or 'top level'} must be a mapping, not {type(data).__name__}")
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            raise InputError(file, f"unknown key {where}")
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            _check_keys(value, sub, where, file)
+
+
+def read_file(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise InputError(path, f"cannot read config: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(path, f"not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    data = data or {}
+    _check_keys(data, Config, "", path)
+    return data
+
+
+def load(paths: list[str], overrides: dict | None = None) -> Config:
+    """Merge the files in order, then `overrides` (from flags and the environment)."""
+    merged: dict = {}
+    for path in paths:
+        merged = deep_merge(merged, read_file(path))
+    merged = deep_merge(merged, overrides or {})
+    if not merged.get("broker_url") and os.environ.get("H2K_BROKER_URL"):
+        merged["broker_url"] = os.environ["H2K_BROKER_URL"]
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        raise InputError(", ".join(paths) or "configuration", f"{where}: {err['msg']}") from None

@@ -1,0 +1,63 @@
+"""What a disk file really is: its format from its first bytes, then `qemu-img info` to confirm.
+
+File extensions are never trusted. The format found here is passed to qemu-img explicitly
+(`-f`), so qemu never guesses (a raw file that looks like qcow2 must stay raw).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from h2k_planner.errors import InputError
+
+DESCRIPTOR_MAGIC = b"# Disk DescriptorFile"
+
+# (offset, magic, format) checked in order; the first match wins.
+_MAGICS: list[tuple[int, bytes, str]] = [
+    (0, b"QFI\xfb", "qcow2"),
+    (0, b"KDMV", "vmdk"),  # hosted sparse extent, may embed a descriptor
+    (0, b"COWD", "vmdk"),  # ESX vmfsSparse extent
+    (0, b"vhdxfile", "vhdx"),
+    (0, b"conectix", "vpc"),  # dynamic VHD: footer copy at the start
+    (64, b"\x7f\x10\xda\xbe", "vdi"),
+]
+
+
+def detect_format(path: str) -> str:
+    """Format name as qemu-img calls it, read from the file's content."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+            size = os.fstat(f.fileno()).st_size
+            tail = b""
+            if size >= 512:
+                f.seek(size - 512)
+                tail = f.read(512)
+    except IsADirectoryError:
+        raise InputError(path, "is a directory, not a disk image") from None
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except PermissionError:
+        raise InputError(path, "cannot be read (permission denied)") from None
+    if not head:
+        raise InputError(path, "is empty")
+    if head.lstrip(b"\xef\xbb\xbf").startswith(DESCRIPTOR_MAGIC):
+        return "vmdk"
+    for offset, magic, fmt in _MAGICS:
+        if head[offset : offset + len(magic)] == magic:
+            return fmt
+    if tail.startswith(b"conectix"):
+        return "vpc"  # fixed VHD: footer only at the end
+    return "raw"
+
+
+def qemu_img_info(path: str, fmt: str) -> list[dict]:
+    """`qemu-img info --backing-chain` as a list, top image first. Raises InputError on failure."""
+    cmd = ["qemu-img", "info", "--output=json", "--backing-chain", "-U", "-f", fmt, path]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        msg = proc.stderr.strip().splitlines()
+        raise InputError(path, f"qemu-img cannot read it as {fmt}: {msg[-1] if msg else 'unknown error'}")
+    data = json.loads(proc.stdout)
+    return data if isinstance(data, list) else [data]

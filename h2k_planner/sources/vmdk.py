@@ -1,0 +1,186 @@
+"""VMDK descriptors and snapshot chains.
+
+A VMDK is a text descriptor (a small file, or embedded in a hosted sparse extent) naming its
+extents and, for a snapshot delta, its parent (`parentFileNameHint`, whose `CID` must equal the
+child's `parentCID`). We read the chain ourselves, check every extent exists and every link
+agrees, then confirm the whole chain with `qemu-img info --backing-chain`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+
+from h2k_planner.errors import InputError
+from h2k_planner.probe import DESCRIPTOR_MAGIC
+
+MAX_DESCRIPTOR = 64 * 1024
+MAX_CHAIN = 64
+NO_PARENT = "ffffffff"
+
+_EXTENT = re.compile(
+    r'^(?P<access>RW|RDONLY|NOACCESS)\s+(?P<sectors>\d+)\s+(?P<type>[A-Z]+)'
+    r'(?:\s+"(?P<file>[^"]*)"(?:\s+(?P<offset>\d+))?)?\s*$'
+)
+_KEYVAL = re.compile(r'^(?P<key>[A-Za-z0-9_.]+)\s*=\s*"?(?P<value>[^"]*)"?\s*$')
+
+
+@dataclass
+class Extent:
+    access: str
+    sectors: int
+    type: str
+    file: str | None  # absolute path, None for ZERO extents
+    offset: int = 0
+
+
+@dataclass
+class Descriptor:
+    path: str
+    create_type: str
+    cid: str
+    parent_cid: str
+    parent_hint: str | None
+    extents: list[Extent] = field(default_factory=list)
+    ddb: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def capacity(self) -> int:
+        return sum(e.sectors for e in self.extents) * 512
+
+
+def read_descriptor_text(path: str) -> str:
+    """The descriptor text of a VMDK: the file itself, or the one embedded in a sparse extent."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+        if head[:4] == b"KDMV":
+            offset, size = struct.unpack_from("<QQ", head, 28)
+            if offset == 0 or size == 0:
+                raise InputError(path, "sparse VMDK extent without an embedded descriptor")
+            if size * 512 > MAX_DESCRIPTOR:
+                raise InputError(path, f"embedded descriptor of {size * 512} bytes is absurd")
+            f.seek(offset * 512)
+            raw = f.read(size * 512).split(b"\0", 1)[0]
+        elif head.lstrip(b"\xef\xbb\xbf").startswith(DESCRIPTOR_MAGIC):
+            f.seek(0)
+            raw = f.read(MAX_DESCRIPTOR + 1)
+            if len(raw) > MAX_DESCRIPTOR:
+                raise InputError(path, "VMDK descriptor larger than 64 KiB")
+        else:
+            raise InputError(path, "not a VMDK descriptor or hosted sparse extent")
+    return raw.decode("utf-8", errors="replace").lstrip("\ufeff")
+
+
+def parse_descriptor(path: str) -> Descriptor:
+    text = read_descriptor_text(path)
+    base = os.path.dirname(os.path.abspath(path))
+    keys: dict[str, str] = {}
+    ddb: dict[str, str] = {}
+    extents: list[Extent] = []
+    for lineno, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _EXTENT.match(line)
+        if m:
+            name = m["file"]
+            if m["type"] != "ZERO" and not name:
+                raise InputError(path, f"line {lineno}: extent without a file name")
+            extents.append(
+                Extent(
+                    access=m["access"],
+                    sectors=int(m["sectors"]),
+                    type=m["type"],
+                    file=os.path.join(base, name) if name else None,
+                    offset=int(m["offset"] or 0),
+                )
+            )
+            continue
+        kv = _KEYVAL.match(line)
+        if not kv:
+            raise InputError(path, f"line {lineno}: not a VMDK descriptor line: {line[:60]!r}")
+        (ddb if kv["key"].startswith("ddb.") else keys)[kv["key"]] = kv["value"]
+    if "createType" not in keys:
+        raise InputError(path, "VMDK descriptor has no createType")
+    if not extents:
+        raise InputError(path, "VMDK descriptor names no extents")
+    hint = keys.get("parentFileNameHint") or None
+    return Descriptor(
+        path=os.path.abspath(path),
+        create_type=keys["createType"],
+        cid=keys.get("CID", "").lower(),
+        parent_cid=keys.get("parentCID", NO_PARENT).lower(),
+        parent_hint=os.path.join(base, hint) if hint else None,
+        extents=extents,
+        ddb=ddb,
+    )
+
+
+def read_chain(path: str) -> list[Descriptor]:
+    """The snapshot chain from `path` down to its base, top first, with every link checked."""
+    chain: list[Descriptor] = []
+    seen: set[str] = set()
+    current: str | None = os.path.abspath(path)
+    child: Descriptor | None = None
+    while current:
+        real = os.path.realpath(current)
+        if real in seen:
+            raise InputError(current, "snapshot chain loops back on itself")
+        if len(chain) >= MAX_CHAIN:
+            raise InputError(path, f"snapshot chain deeper than {MAX_CHAIN} levels")
+        seen.add(real)
+        if not os.path.isfile(current):
+            what = f"parent of {os.path.basename(child.path)}" if child else "disk"
+            raise InputError(current, f"missing VMDK ({what})")
+        desc = parse_descriptor(current)
+        if child is not None and child.parent_cid != desc.cid:
+            raise InputError(
+                child.path,
+                f"parentCID {child.parent_cid} does not match CID {desc.cid} of parent {os.path.basename(current)}",
+            )
+        for ext in desc.extents:
+            if ext.file is not None and ext.file != desc.path and not os.path.isfile(ext.file):
+                raise InputError(desc.path, f"missing extent {os.path.basename(ext.file)}")
+        chain.append(desc)
+        child = desc
+        if desc.parent_cid != NO_PARENT and not desc.parent_hint:
+            raise InputError(desc.path, "snapshot delta (parentCID set) without parentFileNameHint")
+        current = desc.parent_hint
+    return chain
+
+
+def chain_files(chain: list[Descriptor]) -> list[str]:
+    """Every file the chain reads: descriptors and extents, top first, without repeats."""
+    files: list[str] = []
+    for desc in chain:
+        for f in [desc.path] + [e.file for e in desc.extents if e.file]:
+            if f not in files:
+                files.append(f)
+    return files
+
+
+def vmdk_disk(path: str, **placement) -> "Disk":
+    """A Disk model for the VMDK at `path`: our chain read, confirmed by qemu-img."""
+    from h2k_planner.models import Disk
+    from h2k_planner.probe import detect_format, qemu_img_info
+
+    chain = read_chain(path)
+    fmt = detect_format(path)
+    if fmt != "vmdk":
+        raise InputError(path, f"named as a VMDK but its content is {fmt}")
+    info = qemu_img_info(path, "vmdk")
+    if len(info) != len(chain):
+        raise InputError(path, f"qemu-img sees a chain of {len(info)} images, the descriptors say {len(chain)}")
+    for layer, desc in zip(info, chain):
+        if layer.get("format") != "vmdk":
+            raise InputError(desc.path, f"qemu-img reads it as {layer.get('format')}, not vmdk")
+    return Disk(
+        source=os.path.abspath(path),
+        format="vmdk",
+        virtual_size=int(info[0]["virtual-size"]),
+        allocated_size=sum(int(layer.get("actual-size", 0)) for layer in info),
+        chain=chain_files(chain),
+        depth=len(chain),
+        **placement,
+    )

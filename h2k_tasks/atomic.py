@@ -1,0 +1,60 @@
+"""Outputs appear whole or not at all: written under a temp name beside the final one, fsync'd,
+renamed, and the directory fsync'd."""
+from __future__ import annotations
+
+import glob
+import os
+
+
+def temp_path(final: str, tag: str) -> str:
+    d, name = os.path.split(final)
+    return os.path.join(d, f".{name}.tmp-{tag}")
+
+
+def remove_temps(final: str) -> list[str]:
+    """Delete temp files left for `final` by earlier, dead attempts."""
+    d, name = os.path.split(final)
+    found = glob.glob(os.path.join(glob.escape(d), f".{glob.escape(name)}.tmp-*"))
+    for path in found:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(temp: str, final: str) -> None:
+    fsync_path(temp)
+    os.replace(temp, final)
+    fsync_path(os.path.dirname(final) or ".")
+
+
+def write_atomic(final: str, data: str | bytes, tag: str = "w") -> None:
+    temp = temp_path(final, f"{tag}-{os.getpid()}")
+    with open(temp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    publish(temp, final)
+
+
+def identity(path: str) -> dict:
+    """What a finished artifact looked like when committed: enough to tell it is still the same."""
+    st = os.stat(path)
+    return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def still_same(recorded: dict | None) -> bool:
+    if not recorded:
+        return False
+    try:
+        now = identity(recorded["path"])
+    except (FileNotFoundError, KeyError):
+        return False
+    return now["size"] == recorded["size"] and now["mtime_ns"] == recorded["mtime_ns"]

@@ -1,0 +1,89 @@
+"""Running the long external programs (qemu-img, QEMU) a stage drives.
+
+The child runs in its own process group and dies with its parent (PR_SET_PDEATHSIG), so a
+killed worker leaves no orphan writing to an artifact. While it runs, `tick()` is called about
+every half second (heartbeat, progress, cancel check); if it returns False the whole process
+group is killed.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+PR_SET_PDEATHSIG = 1
+
+
+class ProcessFailed(Exception):
+    def __init__(self, cmd: list[str], returncode: int, tail: str):
+        self.cmd, self.returncode, self.tail = cmd, returncode, tail
+        super().__init__(f"{os.path.basename(cmd[0])} exited {returncode}: {tail}")
+
+
+class Interrupted(Exception):
+    """The stage lost its lease or was cancelled; the child was killed."""
+
+
+def _child_setup() -> None:
+    os.setpgid(0, 0)
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def run(
+    cmd: list[str],
+    tick: Callable[[], bool] | None = None,
+    on_output: Callable[[str], None] | None = None,
+    interval: float = 0.5,
+) -> str:
+    """Run `cmd`; returns its combined output (last 200 lines). Output is split on CR and LF and
+    each piece handed to `on_output` as it arrives."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        preexec_fn=_child_setup, bufsize=0,
+    )
+    tail: deque[str] = deque(maxlen=200)
+
+    def reader() -> None:
+        buf = b""
+        while chunk := proc.stdout.read(4096):
+            buf += chunk
+            *pieces, buf = buf.replace(b"\r", b"\n").split(b"\n")
+            for piece in pieces:
+                text = piece.decode(errors="replace").strip()
+                if text:
+                    tail.append(text)
+                    if on_output:
+                        on_output(text)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        while proc.poll() is None:
+            if tick is not None and not tick():
+                kill_group(proc)
+                raise Interrupted(f"{os.path.basename(cmd[0])} stopped")
+            time.sleep(interval)
+    except BaseException:
+        kill_group(proc)
+        raise
+    t.join(timeout=5)
+    out = "\n".join(tail)
+    if proc.returncode != 0:
+        raise ProcessFailed(cmd, proc.returncode, tail[-1] if tail else "")
+    return out

@@ -1,0 +1,58 @@
+"""The qemu-img commands the stages run, each with the source format given explicitly."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from typing import Callable
+
+from h2k_tasks import process
+
+_PCT = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
+
+
+def convert_cmd(src: str, src_fmt: str, dst: str, fmt: str, compress: bool) -> list[str]:
+    cmd = ["qemu-img", "convert", "-p", "-f", src_fmt, "-O", fmt]
+    if compress:
+        cmd += ["-c", "-o", "compression_type=zstd"]
+    return cmd + [src, dst]
+
+
+def convert(src: str, src_fmt: str, dst: str, fmt: str, compress: bool, size: int,
+            tick: Callable[[], bool], progress: Callable[[int], None]) -> None:
+    """One read of the whole chain, one write of the output, progress in bytes."""
+
+    def on_output(line: str) -> None:
+        m = _PCT.search(line)
+        if m:
+            progress(int(float(m.group(1)) / 100 * size))
+
+    process.run(convert_cmd(src, src_fmt, dst, fmt, compress), tick=tick, on_output=on_output)
+
+
+def info(path: str, fmt: str) -> dict:
+    out = subprocess.run(["qemu-img", "info", "--output=json", "-U", "-f", fmt, path],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def check(path: str, fmt: str) -> dict:
+    """`qemu-img check` for formats that have metadata to check; {} for raw."""
+    if fmt == "raw":
+        return {}
+    proc = subprocess.run(["qemu-img", "check", "--output=json", "-U", "-f", fmt, path],
+                          capture_output=True, text=True)
+    if proc.returncode not in (0, 2, 3) or not proc.stdout.strip():
+        raise process.ProcessFailed(["qemu-img", "check"], proc.returncode, proc.stderr.strip())
+    return json.loads(proc.stdout)
+
+
+def compare(a: str, a_fmt: str, b: str, b_fmt: str, tick: Callable[[], bool]) -> bool:
+    """True when both images have the same guest-visible content."""
+    try:
+        process.run(["qemu-img", "compare", "-U", "-f", a_fmt, "-F", b_fmt, a, b], tick=tick)
+    except process.ProcessFailed as e:
+        if e.returncode == 1:
+            return False
+        raise
+    return True

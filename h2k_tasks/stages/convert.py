@@ -1,0 +1,44 @@
+"""convert: flatten the source chain and convert it to the output format in one qemu-img pass.
+
+Written to a temp name in the VM's output directory and renamed only when complete; temp files
+of dead attempts are removed first. The final rename happens only while this attempt still
+owns the stage (`owns()`), so a fenced duplicate never replaces a good output.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from h2k_planner.models import Disk, Output
+from h2k_tasks import atomic, process, qemu_img
+from h2k_tasks.stages import StageFailed
+
+
+def convert_disk(disk: Disk, output: Output, dest: str, tag: str,
+                 tick: Callable[[], bool], progress: Callable[[int], None],
+                 owns: Callable[[], bool]) -> dict:
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    atomic.remove_temps(dest)
+    temp = atomic.temp_path(dest, tag)
+    try:
+        qemu_img.convert(disk.source, disk.format, temp, output.format, output.compress,
+                         disk.virtual_size, tick, progress)
+    except process.ProcessFailed as e:
+        _discard(temp)
+        raise StageFailed(f"{disk.source}: qemu-img convert failed: {e.tail}") from None
+    except BaseException:
+        _discard(temp)
+        raise
+    if not owns():
+        _discard(temp)
+        raise process.Interrupted("lease lost before publishing the output")
+    atomic.publish(temp, dest)
+    progress(disk.virtual_size)
+    return atomic.identity(dest)
+
+
+def _discard(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

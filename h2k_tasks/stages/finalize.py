@@ -1,0 +1,79 @@
+"""finalize: the VM's report.json, always, and its libvirt domain when it succeeded."""
+from __future__ import annotations
+
+import json
+import os
+
+from h2k_planner.models import Plan, PlannedVM
+from h2k_tasks import atomic
+from h2k_tasks.outputs.libvirt import domain_xml
+from h2k_tasks.stages import output_path, vm_dir
+from h2k_tasks.state import decode
+
+
+def stage_rows(pvm: PlannedVM, records: dict[tuple[str, str], dict]) -> list[dict]:
+    rows = []
+    for (lane, stage), rec in records.items():
+        started, ended = float(rec.get("started") or 0), float(rec.get("ended") or 0)
+        rows.append({
+            "stage": stage, "lane": lane, "status": rec.get("status", "pending"),
+            "attempts": int(rec.get("attempt") or 0), "host": rec.get("host", ""),
+            "started": started or None, "ended": ended or None,
+            "seconds": round(ended - started, 3) if started and ended >= started else None,
+            "error": rec.get("error") or None,
+        })
+    return rows
+
+
+def vm_status(records: dict[tuple[str, str], dict]) -> str:
+    statuses = [rec.get("status", "pending") for rec in records.values()]
+    if "cancelled" in statuses:
+        return "cancelled"
+    if "failed" in statuses:
+        return "failed"
+    return "succeeded" if all(s == "succeeded" for s in statuses) else "incomplete"
+
+
+def build_report(plan: Plan, pvm: PlannedVM, records: dict[tuple[str, str], dict]) -> dict:
+    vm = pvm.vm
+    status = vm_status(records)
+    outputs = []
+    for disk in vm.disks:
+        lane = f"d{disk.index}"
+        verified = decode(records.get((lane, "verify"), {}), "result", {})
+        artifact = decode(records.get((lane, "convert"), {}), "result", {})
+        outputs.append({
+            "disk": disk.index, "source": disk.source, "source_chain": disk.chain,
+            "path": output_path(plan.output, vm, disk), "format": plan.output.format,
+            "compressed": plan.output.compress, "virtual_size": disk.virtual_size,
+            "size": artifact.get("size"), "sha256": verified.get("sha256"),
+            "identical_to_source": verified.get("identical", False),
+        })
+    guest = decode(records.get(("vm", "guest"), {}), "result", {})
+    validate = decode(records.get(("vm", "validate"), {}), "result", {})
+    return {
+        "vm": vm.name, "status": status, "wave": plan.wave, "host": pvm.host,
+        "source": {"path": vm.source, "kind": vm.source_kind},
+        "hardware": vm.model_dump(include={"firmware", "secure_boot", "guest_os", "cpus", "memory_mib", "uuid", "nics"},
+                                  mode="json"),
+        "concerns": [c.model_dump(mode="json") for c in vm.concerns],
+        "stages": stage_rows(pvm, records),
+        "inspection": guest.get("inspection"),
+        "changes": guest.get("changes", []),
+        "validation": validate or None,
+        "outputs": outputs,
+        "domain_xml": os.path.join(vm_dir(plan.output, vm), f"{vm.slug}.xml") if status == "succeeded" else None,
+        "errors": [f"{lane}/{stage}: {rec['error']}" for (lane, stage), rec in records.items()
+                   if rec.get("error") and rec.get("status") in ("failed", "cancelled")],
+    }
+
+
+def finalize_vm(plan: Plan, pvm: PlannedVM, records: dict[tuple[str, str], dict]) -> dict:
+    report = build_report(plan, pvm, records)
+    directory = vm_dir(plan.output, pvm.vm)
+    os.makedirs(directory, exist_ok=True)
+    if report["status"] == "succeeded":
+        disks = [(output_path(plan.output, pvm.vm, d), plan.output.format) for d in pvm.vm.disks]
+        atomic.write_atomic(report["domain_xml"], domain_xml(pvm.vm, disks))
+    atomic.write_atomic(os.path.join(directory, "report.json"), json.dumps(report, indent=2) + "\n")
+    return {"report": os.path.join(directory, "report.json"), "status": report["status"]}

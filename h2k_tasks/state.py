@@ -1,0 +1,210 @@
+"""The Redis state machine: the one source of truth for waves, VMs, disks and stages.
+
+Every stage of every VM (and of every disk) has a record, and runs only under a *lease*: a key
+holding the claim's fencing generation with a TTL that the running task's heartbeat renews.
+A claim succeeds only when no live lease exists; a commit succeeds only if the claim's
+generation still owns the lease. So a redelivered message (Celery's visibility timeout, a
+retry, the reconciler's re-send) can never give two writers to one artifact, and a stage whose
+worker died is re-claimed once its lease expires. Every transition is appended to the wave's
+log stream.
+
+    pending -> running -> succeeded
+                  |  \\-> failed           (retries exhausted, or a permanent error)
+                  \\----> pending          (lease expired, or a retry is due)
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import redis
+
+P = "h2k"
+STATUSES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")
+
+_CLAIM = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if st == 'succeeded' then return {'done', tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')} end
+if st == 'cancelled' then return {'cancelled', 0} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'busy', tonumber(redis.call('GET', KEYS[2]))} end
+local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('SET', KEYS[2], gen, 'PX', ARGV[3])
+redis.call('HSET', KEYS[1], 'status', 'running', 'host', ARGV[1], 'worker', ARGV[2], 'started', ARGV[4],
+           'ended', '', 'error', '', 'bytes', 0, 'run', ARGV[5], 'updated', ARGV[4])
+redis.call('XADD', KEYS[3], '*', 'event', 'claim', 'stage', ARGV[6], 'gen', gen, 'host', ARGV[1], 'at', ARGV[4])
+return {'claimed', gen}
+"""
+
+# Heartbeat, with optional progress: renews the lease only for its owner.
+_BEAT = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'bytes', ARGV[3], 'total', ARGV[4], 'updated', ARGV[5]) end
+return 1
+"""
+
+# Finish a claimed stage: status and fields written only if this generation still owns the lease.
+_FINISH = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] or redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then
+  redis.call('XADD', KEYS[3], '*', 'event', 'fenced', 'stage', ARGV[3], 'gen', ARGV[1], 'at', ARGV[4])
+  return 0
+end
+local fields = cjson.decode(ARGV[5])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'ended', ARGV[4], 'updated', ARGV[4])
+redis.call('DEL', KEYS[2])
+redis.call('XADD', KEYS[3], '*', 'event', ARGV[2], 'stage', ARGV[3], 'gen', ARGV[1], 'at', ARGV[4])
+return 1
+"""
+
+# Reconciler: a running stage without a live lease has lost its worker; it goes back to pending.
+_EXPIRE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'pending', 'error', 'lease expired: worker lost', 'updated', ARGV[2])
+redis.call('XADD', KEYS[3], '*', 'event', 'expired', 'stage', ARGV[1], 'gen',
+           redis.call('HGET', KEYS[1], 'gen') or '0', 'at', ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class StageRef:
+    wave: str
+    vm: str
+    lane: str  # "vm" for VM-level stages, "d<N>" for disk N
+    stage: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.vm}/{self.lane}/{self.stage}"
+
+    @property
+    def key(self) -> str:
+        return f"{P}:st:{self.wave}:{self.vm}:{self.lane}:{self.stage}"
+
+    @property
+    def lease_key(self) -> str:
+        return f"{P}:lease:{self.wave}:{self.vm}:{self.lane}:{self.stage}"
+
+
+class FencedError(Exception):
+    """This worker's claim on a stage is no longer the owner: its results must be dropped."""
+
+
+class State:
+    def __init__(self, client: redis.Redis):
+        self.r = client
+        self._claim = client.register_script(_CLAIM)
+        self._beat = client.register_script(_BEAT)
+        self._finish = client.register_script(_FINISH)
+        self._expire = client.register_script(_EXPIRE)
+
+    @classmethod
+    def from_url(cls, url: str) -> "State":
+        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=30))
+
+    # ---- waves -----------------------------------------------------------------------------
+    def log_key(self, wave: str) -> str:
+        return f"{P}:log:{wave}"
+
+    def save_wave(self, wave: str, plan_json: str) -> int:
+        """Store (or refresh) a wave's plan; returns the new run number (1 for a new wave)."""
+        key = f"{P}:wave:{wave}"
+        pipe = self.r.pipeline()
+        pipe.hsetnx(key, "created", time.time())
+        pipe.hset(key, mapping={"id": wave, "plan": plan_json, "updated": time.time()})
+        pipe.hincrby(key, "run", 1)
+        pipe.zadd(f"{P}:waves", {wave: time.time()}, nx=True)
+        return int(pipe.execute()[2])
+
+    def wave(self, wave: str) -> dict:
+        return self.r.hgetall(f"{P}:wave:{wave}")
+
+    def waves(self) -> list[str]:
+        return self.r.zrange(f"{P}:waves", 0, -1)
+
+    def set_wave_field(self, wave: str, **fields) -> None:
+        self.r.hset(f"{P}:wave:{wave}", mapping={k: str(v) for k, v in fields.items()})
+
+    # ---- stages ----------------------------------------------------------------------------
+    def ensure(self, refs: list[StageRef]) -> None:
+        """Create pending records for stages that have none (a re-submitted wave keeps its history)."""
+        pipe = self.r.pipeline()
+        for ref in refs:
+            pipe.hsetnx(ref.key, "status", "pending")
+        pipe.execute()
+
+    def get(self, ref: StageRef) -> dict:
+        return self.r.hgetall(ref.key)
+
+    def get_many(self, refs: list[StageRef]) -> list[dict]:
+        pipe = self.r.pipeline()
+        for ref in refs:
+            pipe.hgetall(ref.key)
+        return pipe.execute()
+
+    def mark_queued(self, refs: list[StageRef]) -> None:
+        now = time.time()
+        pipe = self.r.pipeline()
+        for ref in refs:
+            pipe.hset(ref.key, mapping={"queued_at": now})
+        pipe.execute()
+
+    def claim(self, ref: StageRef, host: str, worker: str, ttl: float, run: int) -> tuple[str, int]:
+        """('claimed', gen) to run it; ('done', gen) if it already succeeded; ('busy', gen) if
+        another live claim holds it; ('cancelled', 0)."""
+        now = time.time()
+        status, gen = self._claim(
+            keys=[ref.key, ref.lease_key, self.log_key(ref.wave)],
+            args=[host, worker, int(ttl * 1000), now, run, ref.name],
+        )
+        return status, int(gen)
+
+    def beat(self, ref: StageRef, gen: int, ttl: float, done: int | None = None, total: int | None = None) -> bool:
+        args = [gen, int(ttl * 1000), "" if done is None else done, total or 0, time.time()]
+        return bool(self._beat(keys=[ref.key, ref.lease_key], args=args))
+
+    def finish(self, ref: StageRef, gen: int, status: str, **fields) -> None:
+        """Record the end of a claimed stage; raises FencedError if the claim was superseded."""
+        payload = json.dumps({k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()})
+        ok = self._finish(
+            keys=[ref.key, ref.lease_key, self.log_key(ref.wave)],
+            args=[gen, status, ref.name, time.time(), payload],
+        )
+        if not ok:
+            raise FencedError(f"{ref.name}: generation {gen} no longer owns the stage")
+
+    def owns(self, ref: StageRef, gen: int) -> bool:
+        return self.r.get(ref.lease_key) == str(gen)
+
+    def touch_run(self, ref: StageRef, run: int) -> None:
+        """A succeeded stage whose artifact verified again in this run."""
+        self.r.hset(ref.key, mapping={"run": run, "updated": time.time()})
+        self.r.xadd(self.log_key(ref.wave), {"event": "verified", "stage": ref.name, "at": time.time()})
+
+    def reset(self, refs: list[StageRef], reason: str) -> None:
+        """Send stages back to pending (their artifact no longer verifies, or an upstream stage re-ran)."""
+        pipe = self.r.pipeline()
+        for ref in refs:
+            pipe.hset(ref.key, mapping={"status": "pending", "error": "", "result": "", "attempt": 0,
+                                        "updated": time.time()})
+            pipe.xadd(self.log_key(ref.wave), {"event": "reset", "stage": ref.name, "why": reason, "at": time.time()})
+        pipe.execute()
+
+    def expire_if_lost(self, ref: StageRef) -> bool:
+        return bool(self._expire(keys=[ref.key, ref.lease_key, self.log_key(ref.wave)], args=[ref.name, time.time()]))
+
+    def log(self, wave: str) -> list[dict]:
+        return [fields for _, fields in self.r.xrange(self.log_key(wave))]
+
+    def append_log(self, wave: str, **fields) -> None:
+        self.r.xadd(self.log_key(wave), {k: str(v) for k, v in fields.items()} | {"at": time.time()})
+
+
+def decode(record: dict, field: str, default=None):
+    """A JSON field of a stage record."""
+    raw = record.get(field)
+    return json.loads(raw) if raw else default

@@ -1,0 +1,110 @@
+"""The Celery tasks: one per stage, thin. Arguments are ids only (wave, VM name, lane, run), so
+Flower shows readable names and never a secret; the plan itself is read from Redis."""
+from __future__ import annotations
+
+import functools
+
+from h2k_planner.models import Plan
+from h2k_planner.plan import FINAL_STAGE
+from h2k_tasks import atomic
+from h2k_tasks.app import app
+from h2k_tasks.runner import StageRun, StageSpec, execute
+from h2k_tasks.settings import Settings, redis_url
+from h2k_tasks.stages import StageFailed, output_path
+from h2k_tasks.stages.convert import convert_disk
+from h2k_tasks.stages.fetch import fetch_local, unchanged
+from h2k_tasks.stages.finalize import finalize_vm
+from h2k_tasks.stages.guest import guest_stage
+from h2k_tasks.stages.validate import validate_vm
+from h2k_tasks.stages.verify import verify_disk
+from h2k_tasks.state import StageRef, State
+
+
+@functools.lru_cache(maxsize=1)
+def _state(url: str) -> State:
+    return State.from_url(redis_url(url))
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(wave: str, plan_json: str) -> Plan:
+    return Plan.model_validate_json(plan_json)
+
+
+def _outputs(run: StageRun) -> list[str]:
+    return [output_path(run.plan.output, run.pvm.vm, d) for d in run.pvm.vm.disks]
+
+
+# ---- the stages' work, and how to tell a recorded result still holds --------------------------
+def _fetch(run: StageRun) -> dict:
+    return fetch_local(run.disk)
+
+
+def _convert(run: StageRun) -> dict:
+    def tick() -> bool:
+        return run.alive()
+
+    def progress(done: int) -> None:
+        run.progress(done, run.disk.virtual_size)
+
+    dest = output_path(run.plan.output, run.pvm.vm, run.disk)
+    return convert_disk(run.disk, run.plan.output, dest, f"g{run.gen}", tick, progress, run.owns)
+
+
+def _verify(run: StageRun) -> dict:
+    dest = output_path(run.plan.output, run.pvm.vm, run.disk)
+    if not atomic.still_same(run.result_of(run.ref.lane, "convert")):
+        raise StageFailed(f"{dest}: changed since it was converted")
+    return verify_disk(run.disk, run.plan.output, dest, run.alive)
+
+
+def _guest(run: StageRun) -> dict:
+    return guest_stage(run.pvm.vm, _outputs(run), run.plan.output.format)
+
+
+def _validate(run: StageRun) -> dict:
+    return validate_vm(run.pvm.vm, run.plan.output, _outputs(run))
+
+
+def _finalize(run: StageRun) -> dict:
+    records = {k: v for k, v in run.records.items() if k != ("vm", FINAL_STAGE)}
+    return finalize_vm(run.plan, run.pvm, records)
+
+
+def _outputs_unchanged(run: StageRun, result: dict) -> bool:
+    return all(atomic.still_same(run.result_of(f"d{d.index}", "convert")) for d in run.pvm.vm.disks)
+
+
+SPECS = {
+    "fetch": StageSpec(_fetch, lambda run, result: unchanged(result)),
+    "convert": StageSpec(_convert, lambda run, result: atomic.still_same(result)),
+    "verify": StageSpec(_verify, lambda run, result: atomic.still_same(run.result_of(run.ref.lane, "convert"))),
+    "guest": StageSpec(_guest, _outputs_unchanged),
+    "validate": StageSpec(_validate, _outputs_unchanged),
+    FINAL_STAGE: StageSpec(_finalize, lambda run, result: False),
+}
+
+
+def _run_stage(task, stage: str, wave: str, vm: str, lane: str, run: int) -> dict:
+    settings: Settings = app.h2k_settings
+    state = _state(settings.broker_url)
+    plan_json = state.wave(wave).get("plan")
+    if not plan_json:
+        raise StageFailed(f"wave {wave} is unknown to this broker")
+    plan = _plan(wave, plan_json)
+    pvm = next((p for p in plan.vms if p.vm.name == vm), None)
+    if pvm is None:
+        raise StageFailed(f"wave {wave} has no VM {vm!r}")
+    if pvm.host != settings.host:
+        raise StageFailed(f"{vm} is placed on host {pvm.host!r}; this worker serves {settings.host!r}")
+    return execute(task, SPECS[stage], state, settings, plan, pvm, StageRef(wave, vm, lane, stage), run)
+
+
+def _define(stage: str):
+    @app.task(name=f"h2k.{stage}", bind=True)
+    def stage_task(self, wave: str, vm: str, lane: str, run: int) -> dict:
+        return _run_stage(self, stage, wave, vm, lane, run)
+
+    return stage_task
+
+
+TASKS = {stage: _define(stage) for stage in SPECS}
