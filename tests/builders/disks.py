@@ -103,3 +103,12 @@ def vmdk_chain(layers: list[str], out_dir: str, stem: str) -> list[str]:
             run(["qemu-img", "convert", "-f", "qcow2", "-O", "vmdk", "-B", paths[n - 1], "-F", "vmdk", delta, paths[n]],
                 cwd=out_dir)
     return [os.path.join(out_dir, p) for p in paths]
+
+
+def patterned_raw(path: str, size_mib: int, data_mib: int) -> None:
+    """A raw disk whose first `data_mib` MiB hold non-zero data (every MiB distinct), the rest a hole."""
+    seed = os.urandom(MIB)
+    with open(path, "wb") as f:
+        f.truncate(size_mib * MIB)
+        for n in range(data_mib):
+            f.write(n.to_bytes(8, "little") + seed[8:])

@@ -1,0 +1,45 @@
+# hyper2kvm: `make demo` and `make test` do all set-up on a fresh Debian 12 machine.
+SHELL := /bin/bash
+PY := /usr/bin/python3.11
+VENV := .venv
+VPY := $(VENV)/bin/python
+APT_PACKAGES := qemu-utils qemu-system-x86 libguestfs-tools python3-guestfs python3-hivex \
+	linux-image-amd64 redis-server python3-venv libxml2-utils libvirt-clients e2fsprogs fdisk
+export LIBGUESTFS_BACKEND ?= direct
+DEMO_DIR := demo-out
+
+.PHONY: deps apt venv test demo bench clean
+
+deps: apt venv
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VPY) || $(PY) -m venv --system-site-packages $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test,flower]'
+	$(VPY) -c 'import guestfs, hivex'
+	touch $@
+
+test: deps
+	$(VPY) -m pytest -ra
+
+demo: deps
+	rm -rf $(DEMO_DIR)
+	$(VPY) -m tests.builders.vmware $(DEMO_DIR)/source
+	$(VENV)/bin/h2k migrate $(DEMO_DIR)/source/demo-debian12.vmx -o $(DEMO_DIR)/out
+	cat $(DEMO_DIR)/out/demo-debian12/report.json
+
+bench: deps
+	$(VPY) bench/convert_overhead.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

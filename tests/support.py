@@ -1,0 +1,98 @@
+"""Real parts for the suite: redis-server and `h2k worker` processes, and the `h2k` command line."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import redis
+
+from h2k_tasks.settings import Settings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class RedisServer:
+    directory: str
+    aof: bool = True
+    proc: subprocess.Popen | None = None
+
+    @property
+    def socket(self) -> str:
+        return os.path.join(self.directory, "redis.sock")
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self) -> "RedisServer":
+        cmd = ["redis-server", "--port", "0", "--unixsocket", self.socket, "--dir", self.directory,
+               "--save", "", "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
+               "--logfile", os.path.join(self.directory, "redis.log")]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True)
+        client = self.client()
+        deadline = time.time() + 20
+        while True:
+            try:
+                client.ping()
+                return self
+            except (redis.ConnectionError, FileNotFoundError):
+                assert time.time() < deadline and self.proc.poll() is None, "redis-server did not start"
+                time.sleep(0.05)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(unix_socket_path=self.socket, decode_responses=True)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+
+def suite_settings(broker_url: str, host: str = "local", **changes) -> Settings:
+    """Settings for the suite: short leases and backoff so crash tests run in seconds."""
+    base = dict(broker_url=broker_url, host=host, concurrency=2, lease_ttl=4, retry_backoff=1,
+                task_time_limit=3600, visibility_timeout=7200)
+    return Settings(**(base | changes))
+
+
+@dataclass
+class Workers:
+    log_dir: str
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def start(self, settings: Settings) -> subprocess.Popen:
+        env = {**os.environ, **settings.to_env(), "PYTHONPATH": ROOT}
+        log = open(os.path.join(self.log_dir, f"worker-{settings.host}-{len(self.procs)}.log"), "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "conductor", "worker"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        """Kill the worker and everything it started (its process group), as a host crash would."""
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=60)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill(proc)
+
+
+def h2k(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real `h2k` command line."""
+    return subprocess.run([sys.executable, "-m", "conductor", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": ROOT, **(env or {})})

@@ -1,0 +1,91 @@
+"""A worker killed with SIGKILL in the middle of a convert: a new worker finishes the wave, no
+finished stage runs again, and the output is identical to an uninterrupted conversion."""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.builders.disks import patterned_raw
+from tests.builders.vmware import DiskSpec, build_vm, write_vmx
+from tests.support import ROOT, suite_settings
+
+pytestmark = pytest.mark.slow
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_sigkill_mid_convert_resumes_without_redoing(tmp_path, redis_server, workers):
+    src = str(tmp_path / "src")
+    build_vm(src, "crashy", [DiskSpec(size_mib=64)])
+    patterned_raw(str(tmp_path / "big.raw"), 3072, 1536)
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(tmp_path / "big.raw"),
+                    os.path.join(src, "crashy_1.vmdk")], check=True)
+    os.unlink(tmp_path / "big.raw")
+    vmx = os.path.join(src, "crashy.vmx")
+    write_vmx(vmx, "crashy", [("scsi", 0, 0, "crashy.vmdk"), ("scsi", 0, 1, "crashy_1.vmdk")], "00:50:56:00:00:01")
+    out = str(tmp_path / "out")
+    settings = suite_settings(redis_server.url)
+    first = workers.start(settings)
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    conductor = subprocess.Popen(
+        [sys.executable, "-m", "conductor", "migrate", vmx, "-o", out, "--format", "raw", "--json",
+         "--broker", redis_server.url], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    r = redis_server.client()
+
+    def convert_running():
+        keys = r.keys("h2k:st:*:crashy:d1:convert")
+        return keys and r.hget(keys[0], "status") == "running" and int(r.hget(keys[0], "bytes") or 0) > 0
+
+    wait_for(convert_running, 120, "the big disk's convert to be under way")
+    dest = os.path.join(out, "crashy", "crashy-disk1.raw")
+    assert glob.glob(os.path.join(out, "crashy", ".crashy-disk1.raw.tmp-*")), "convert wrote no temp file"
+    assert not os.path.exists(dest)
+    workers.kill(first)
+    done_before_kill = {e["stage"] for e in _log(r) if e["event"] == "succeeded"}
+    assert "crashy/d0/convert" in done_before_kill
+
+    workers.start(settings)
+    stdout, stderr = conductor.communicate(timeout=600)
+    assert conductor.returncode == 0, stderr
+    assert json.loads(stdout)["vms"][0]["status"] == "succeeded"
+
+    events = _log(r)
+    claims = [e["stage"] for e in events if e["event"] == "claim"]
+    for stage in done_before_kill:
+        assert claims.count(stage) == 1, f"{stage} ran again after the crash"
+    convert = [(e["event"], e["gen"]) for e in events if e.get("stage") == "crashy/d1/convert"]
+    assert convert == [("claim", "1"), ("expired", "1"), ("claim", "2"), ("succeeded", "2")]
+    assert not glob.glob(os.path.join(out, "crashy", ".*.tmp-*"))
+
+    reference = str(tmp_path / "reference.raw")
+    subprocess.run(["qemu-img", "convert", "-f", "vmdk", "-O", "raw", os.path.join(src, "crashy_1.vmdk"), reference],
+                   check=True)
+    assert sha256(dest) == sha256(reference)
+
+
+def _log(r) -> list[dict]:
+    wave = r.zrange("h2k:waves", 0, -1)[0]
+    return [fields for _, fields in r.xrange(f"h2k:log:{wave}")]
