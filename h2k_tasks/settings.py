@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from h2k_planner.errors import InputError
 
 HOUR = 3600
 
@@ -36,7 +38,12 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, env=os.environ) -> "Settings":
         values = {k: env[f"H2K_{k.upper()}"] for k in cls.model_fields if f"H2K_{k.upper()}" in env}
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = "H2K_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else "H2K_* settings"
+            raise InputError("environment", f"{where}: {err['msg']}") from None
 
 
 def celery_broker_url(url: str) -> str:

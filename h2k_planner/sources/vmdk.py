@@ -17,7 +17,7 @@ from h2k_planner.probe import DESCRIPTOR_MAGIC
 
 MAX_DESCRIPTOR = 64 * 1024
 MAX_CHAIN = 64
-NO_PARENT = "ffffffff"
+NO_PARENT = 0xFFFFFFFF
 
 _EXTENT = re.compile(
     r'^(?P<access>RW|RDONLY|NOACCESS)\s+(?P<sectors>\d+)\s+(?P<type>[A-Z]+)'
@@ -39,8 +39,8 @@ class Extent:
 class Descriptor:
     path: str
     create_type: str
-    cid: str
-    parent_cid: str
+    cid: int
+    parent_cid: int
     parent_hint: str | None
     extents: list[Extent] = field(default_factory=list)
     ddb: dict[str, str] = field(default_factory=dict)
@@ -109,12 +109,22 @@ def parse_descriptor(path: str) -> Descriptor:
     return Descriptor(
         path=os.path.abspath(path),
         create_type=keys["createType"],
-        cid=keys.get("CID", "").lower(),
-        parent_cid=keys.get("parentCID", NO_PARENT).lower(),
+        cid=_cid(path, keys, "CID", 0),
+        parent_cid=_cid(path, keys, "parentCID", NO_PARENT),
         parent_hint=os.path.join(base, hint) if hint else None,
         extents=extents,
         ddb=ddb,
     )
+
+
+def _cid(path: str, keys: dict[str, str], key: str, default: int) -> int:
+    value = keys.get(key)
+    if value is None:
+        return default
+    try:
+        return int(value, 16)
+    except ValueError:
+        raise InputError(path, f"{key}={value!r} is not a hexadecimal content id") from None
 
 
 def read_chain(path: str) -> list[Descriptor]:
@@ -137,7 +147,8 @@ def read_chain(path: str) -> list[Descriptor]:
         if child is not None and child.parent_cid != desc.cid:
             raise InputError(
                 child.path,
-                f"parentCID {child.parent_cid} does not match CID {desc.cid} of parent {os.path.basename(current)}",
+                f"parentCID {child.parent_cid:08x} does not match CID {desc.cid:08x} of parent "
+                f"{os.path.basename(current)}",
             )
         for ext in desc.extents:
             if ext.file is not None and ext.file != desc.path and not os.path.isfile(ext.file):
