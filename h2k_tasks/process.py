@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from collections import deque
 from typing import Callable
 
@@ -74,11 +73,15 @@ def run(
     t = threading.Thread(target=reader, daemon=True)
     t.start()
     try:
-        while proc.poll() is None:
+        while True:
+            try:
+                proc.wait(timeout=interval)
+                break
+            except subprocess.TimeoutExpired:
+                pass
             if tick is not None and not tick():
                 kill_group(proc)
                 raise Interrupted(f"{os.path.basename(cmd[0])} stopped")
-            time.sleep(interval)
     except BaseException:
         kill_group(proc)
         raise

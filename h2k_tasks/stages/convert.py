@@ -20,9 +20,14 @@ def convert_disk(disk: Disk, output: Output, dest: str, tag: str,
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     atomic.remove_temps(dest)
     temp = atomic.temp_path(dest, tag)
+
+    def tick_and_flush() -> bool:
+        atomic.start_writeback(temp)
+        return tick()
+
     try:
         qemu_img.convert(disk.source, disk.format, temp, output.format, output.compress,
-                         disk.virtual_size, tick, progress)
+                         disk.virtual_size, tick_and_flush, progress)
     except process.ProcessFailed as e:
         _discard(temp)
         raise StageFailed(f"{disk.source}: qemu-img convert failed: {e.tail}") from None
