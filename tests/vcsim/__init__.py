@@ -38,6 +38,7 @@ class Simulator:
     host: str
     port: int
     thumbprint: str
+    ca_pem: str
     datacenter: str
     datastore: str
     datastore_dir: Path
@@ -65,6 +66,6 @@ def start(user: str, password: str, vms: int = 10, idle: str = "0s") -> Simulato
         raise RuntimeError(f"vcsim did not start: {proc.stderr.read()}")
     info = json.loads(line)
     host, port = info["host"].rsplit(":", 1)
-    return Simulator(url=info["url"], host=host, port=int(port), thumbprint=info["thumbprint"],
+    return Simulator(url=info["url"], host=host, port=int(port), thumbprint=info["thumbprint"], ca_pem=info["ca_pem"],
                      datacenter=info["datacenter"], datastore=info["datastore"],
                      datastore_dir=Path(info["datastore_dir"]), user=user, password=password, process=proc)

@@ -5,16 +5,25 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
@@ -122,7 +131,11 @@ func main() {
 	}
 	model.Service.Listen = &url.URL{Host: "127.0.0.1:0",
 		User: url.UserPassword(os.Getenv("VCSIM_USER"), os.Getenv("VCSIM_PASSWORD"))}
-	model.Service.TLS = new(tls.Config)
+	cert, certPEM, err := selfSigned()
+	if err != nil {
+		fail(err)
+	}
+	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	server := model.Service.NewServer()
 
 	ctx := context.Background()
@@ -219,11 +232,39 @@ func main() {
 		"datacenter":    dc.Name(),
 		"datastore":     dsObj.Name,
 		"datastore_dir": dsObj.Info.GetDatastoreInfo().Url,
+		"ca_pem":        string(certPEM),
 	})
 	fmt.Println(string(out))
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	server.Close()
 	model.Remove()
+}
+
+// selfSigned makes a P-256 certificate for 127.0.0.1 that is its own CA, so a client can trust it
+// through a CA file (the simulator's built-in RSA-1024 test certificate is refused by OpenSSL).
+func selfSigned() (tls.Certificate, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	template := x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "vcsim-h2k"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:              []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &template, &template, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
 
 func fail(err error) {

@@ -1,0 +1,1 @@
+"""Stage logic as plain functions, testable without Celery."""
