@@ -154,7 +154,7 @@ class _DatastoreClient:
     def _request(self, method: str, path: str, headers: dict[str, str]) -> http.client.HTTPResponse:
         query = urlencode({"dcPath": self.endpoint.datacenter, "dsName": self.datastore})
         url = f"/folder/{quote(path)}?{query}"
-        for relogin in (False, True):
+        for attempt in range(2):
             if self.conn is None:
                 self.conn = http.client.HTTPSConnection(self.endpoint.host, self.endpoint.port,
                                                         context=self.context, timeout=60)
@@ -163,11 +163,12 @@ class _DatastoreClient:
                 response = self.conn.getresponse()
             except ssl.SSLCertVerificationError as exc:
                 raise InputError(self.endpoint.url, f"TLS verification failed: {exc.args[0]}") from None
-            if response.status in (401, 403) and not relogin:
-                response.read()
+            if response.status not in (401, 403):
+                return response
+            response.read()
+            if attempt == 0:  # the session expired: log in again once
+                self.session.close()
                 self.session = vsphere.connect(self.endpoint)
-                continue
-            return response
         raise InputError(self.where(path), f"the datastore refused access (HTTP {response.status})")
 
     def size(self, path: str) -> int:

@@ -224,10 +224,11 @@ func main() {
 	for i, b := range sum {
 		hexes[i] = fmt.Sprintf("%02X", b)
 	}
-	server.URL.User = nil
+	public := *server.URL // server.URL is also the login the simulator checks: strip a copy
+	public.User = nil
 	out, _ := json.Marshal(map[string]string{
-		"url":           server.URL.String(),
-		"host":          server.URL.Host,
+		"url":           public.String(),
+		"host":          public.Host,
 		"thumbprint":    strings.Join(hexes, ":"),
 		"datacenter":    dc.Name(),
 		"datastore":     dsObj.Name,
