@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from http.cookies import SimpleCookie
 from typing import Iterator
 
+from pyVim.connect import SmartStubAdapter
 from pyVmomi import SoapStubAdapter, vim, vmodl
 
 from h2k_planner.errors import InputError
@@ -46,9 +47,8 @@ class Session:
 def connect(endpoint: Endpoint) -> Session:
     """Log in with the endpoint's SecretRef, resolved here and nowhere else."""
     with _errors(endpoint):
-        stub = SoapStubAdapter(host=endpoint.host, port=endpoint.port, path="/sdk",
-                               sslContext=endpoint.ssl_context(), httpConnectionTimeout=_TIMEOUT,
-                               version="vim.version.version9")
+        stub = SmartStubAdapter(host=endpoint.host, port=endpoint.port, path="/sdk",
+                                sslContext=endpoint.ssl_context(), httpConnectionTimeout=_TIMEOUT)
         content = vim.ServiceInstance("ServiceInstance", stub).RetrieveContent()
         content.sessionManager.Login(endpoint.user, endpoint.password.resolve(), None)
         return Session(endpoint, stub, content)

@@ -116,11 +116,13 @@ def sha256_thumbprint(der: bytes) -> str:
 
 
 def _pinned_socket_class(thumbprint: str) -> type[ssl.SSLSocket]:
+    expected = thumbprint.replace(":", "").upper()
+
     class PinnedSocket(ssl.SSLSocket):
         def do_handshake(self, block=False):
             super().do_handshake(block)
             actual = sha256_thumbprint(self.getpeercert(binary_form=True))
-            if actual != thumbprint:
+            if actual.replace(":", "") != expected:
                 raise ThumbprintMismatch(f"server certificate SHA-256 is {actual}, expected {thumbprint}")
 
     return PinnedSocket
