@@ -217,7 +217,7 @@ def test_password_appears_nowhere(vcsim, password_file, capsys, caplog, tmp_path
     base = [_target(vcsim), "--password-file", str(password_file), "--thumbprint", vcsim.thumbprint]
     assert _cli(base + ["--json"]) == 0
     errors = []
-    for extra in (["--vm", "ghost"], ["--thumbprint", "00" * 32], ["--insecure"]):
+    for extra in (["--vm", "ghost"], ["--thumbprint", "00" * 32], ["--insecure", "--vm", "special/"]):
         argv = base[:3] + extra if extra[0] != "--vm" else base + extra
         try:
             _cli(argv)

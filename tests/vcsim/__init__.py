@@ -26,7 +26,7 @@ def binary() -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     tmp = exe.with_suffix(".tmp")
     env = dict(os.environ, GO111MODULE="off", GOPROXY="off", GOFLAGS="", GOPATH=GOPATH,
-               GOCACHE=str(cache / "gocache"), CGO_ENABLED="0")
+               GOCACHE=str(cache / "gocache"))
     subprocess.run(["go", "build", "-o", str(tmp), str(source)], env=env, check=True, cwd=HERE)
     tmp.rename(exe)
     return exe
