@@ -120,3 +120,17 @@ def test_extent_outside_the_folder_is_refused(endpoint, vcsim, tmp_path):
     (folder / "evil.vmdk").write_text('# Disk DescriptorFile\nRW 2048 FLAT "../clean/clean.vmdk" 0\n')
     with pytest.raises(InputError, match="not a plain file name"):
         download_disk(endpoint, "[LocalDS_0] evil/evil.vmdk", tmp_path)
+
+
+def test_expired_session_logs_in_again(endpoint, vcsim, tmp_path):
+    """The launcher refuses the first session cookie under expired-once/, as vCenter does once a session ends."""
+    folder = vcsim.datastore_dir / "expired-once"
+    folder.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", str(folder / "d.vmdk"), "8M"], check=True)
+    files = download_disk(endpoint, "[LocalDS_0] expired-once/d.vmdk", tmp_path)
+    assert _identical(folder / "d.vmdk", files[0])
+
+
+def test_refused_access_is_a_clear_error(endpoint, tmp_path):
+    with pytest.raises(InputError, match=r"refused/d.vmdk: the datastore refused access \(HTTP 403\)$"):
+        download_disk(endpoint, "[LocalDS_0] refused/d.vmdk", tmp_path)

@@ -20,9 +20,11 @@ import (
 	"log"
 	"math/big"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vmware/govmomi"
@@ -136,6 +138,7 @@ func main() {
 		fail(err)
 	}
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	guardFolders(model.Service)
 	server := model.Service.NewServer()
 
 	ctx := context.Background()
@@ -239,6 +242,32 @@ func main() {
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	server.Close()
 	model.Remove()
+}
+
+// guardFolders makes two datastore folders answer like a vCenter whose sessions end: under
+// /folder/expired-once/ the first session cookie seen is refused with 401 (a later login's cookie
+// is served), and under /folder/refused/ every request gets 403. The simulator's own /folder
+// handler checks no cookie at all.
+func guardFolders(svc *simulator.Service) {
+	var mu sync.Mutex
+	var first string
+	svc.HandleFunc("/folder/expired-once/", func(w http.ResponseWriter, r *http.Request) {
+		cookie, err := r.Cookie("vmware_soap_session")
+		mu.Lock()
+		if err == nil && first == "" {
+			first = cookie.Value
+		}
+		refuse := err != nil || cookie.Value == first
+		mu.Unlock()
+		if refuse {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		svc.ServeDatastore(w, r)
+	})
+	svc.HandleFunc("/folder/refused/", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden)
+	})
 }
 
 // selfSigned makes a P-256 certificate for 127.0.0.1 that is its own CA, so a client can trust it
