@@ -4,7 +4,8 @@ PY := /usr/bin/python3.11
 VENV := .venv
 VPY := $(VENV)/bin/python
 APT_PACKAGES := qemu-utils qemu-system-x86 libguestfs-tools python3-guestfs python3-hivex \
-	linux-image-amd64 redis-server python3-venv libxml2-utils libvirt-clients e2fsprogs fdisk
+	linux-image-amd64 redis-server python3-venv libxml2-utils libvirt-clients e2fsprogs fdisk \
+	golang-go golang-github-vmware-govmomi-dev
 export LIBGUESTFS_BACKEND ?= direct
 DEMO_DIR := demo-out
 

@@ -9,10 +9,10 @@ import argparse
 import logging
 import sys
 
-from conductor.commands import migrate, plan, schema, wave, worker
+from conductor.commands import inventory, migrate, plan, schema, wave, worker
 from h2k_planner.errors import InputError
 
-COMMANDS = [migrate, plan, worker, wave, schema]
+COMMANDS = [migrate, plan, inventory, worker, wave, schema]
 
 
 class _Parser(argparse.ArgumentParser):
