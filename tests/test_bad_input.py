@@ -1,6 +1,7 @@
 """Bad input: exit 2, one line naming the file and the problem, nothing written anywhere."""
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -115,3 +116,19 @@ def test_compress_needs_qcow2(good_vm, tmp_path):
     res = h2k("migrate", good_vm, "-o", str(tmp_path / "out"), "--format", "raw", "--compress")
     assert res.returncode == 2 and "--compress needs the qcow2 output format" in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_plans_and_writes_nothing(good_vm, tmp_path):
+    res = h2k("migrate", good_vm, "-o", str(tmp_path / "out"), "--dry-run", "--json")
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout)
+    assert plan["vms"][0]["vm"]["name"] == "good" and plan["vms"][0]["vm"]["disks"][0]["depth"] == 3
+    assert plan["output"]["directory"] == str(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_schema_exports_every_model():
+    res = h2k("schema")
+    schemas = json.loads(res.stdout)
+    assert set(schemas) == {"vm", "disk", "nic", "concern", "plan", "wave", "config"}
+    assert "disks" in schemas["vm"]["properties"] and schemas["config"]["additionalProperties"] is False

@@ -14,7 +14,7 @@ import pytest
 
 from tests.builders.disks import patterned_raw
 from tests.builders.vmware import DiskSpec, build_vm, write_vmx
-from tests.support import ROOT, suite_settings
+from tests.support import ROOT, h2k, suite_settings
 
 pytestmark = pytest.mark.slow
 
@@ -79,6 +79,13 @@ def test_sigkill_mid_convert_resumes_without_redoing(tmp_path, redis_server, wor
     convert = [(e["event"], e["gen"]) for e in events if e.get("stage") == "crashy/d1/convert"]
     assert convert == [("claim", "1"), ("expired", "1"), ("claim", "2"), ("succeeded", "2")]
     assert not glob.glob(os.path.join(out, "crashy", ".*.tmp-*"))
+
+    wave = r.zrange("h2k:waves", 0, -1)[0]
+    status = h2k("wave", "status", wave, "--broker", redis_server.url)
+    assert status.returncode == 0 and "crashy" in status.stdout and "succeeded" in status.stdout
+    report = json.loads(h2k("wave", "report", wave, "--broker", redis_server.url).stdout)
+    convert_rows = [s for s in report["vms"][0]["stages"] if (s["lane"], s["stage"]) == ("d1", "convert")]
+    assert convert_rows[0]["attempts"] == 2 and report["vms"][0]["status"] == "succeeded"
 
     reference = str(tmp_path / "reference.raw")
     subprocess.run(["qemu-img", "convert", "-f", "vmdk", "-O", "raw", os.path.join(src, "crashy_1.vmdk"), reference],
