@@ -9,10 +9,10 @@ import argparse
 import logging
 import sys
 
-from conductor.commands import inventory, migrate, plan, schema, wave, worker
+from conductor.commands import inventory, migrate, plan, schema, serve, wave, worker
 from h2k_planner.errors import InputError
 
-COMMANDS = [migrate, plan, inventory, worker, wave, schema]
+COMMANDS = [migrate, plan, inventory, worker, serve, wave, schema]
 
 
 class _Parser(argparse.ArgumentParser):

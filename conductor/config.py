@@ -13,24 +13,44 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from h2k_planner.errors import InputError
 from h2k_planner.models import OutputFormat
+from h2k_planner.placement import PlacementRules
 from h2k_tasks.settings import Settings
 
 
 class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    directory: str = Field("", description="where each VM's directory is made (on the worker hosts)")
     format: OutputFormat = "qcow2"
     compress: bool = False
+
+
+class VMOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str | None = Field(None, description="run this VM on this worker host")
+    guest: bool = Field(True, description="false: copy the disks only, no guest inspection or fixes")
+
+
+class LimitsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    per_source: int = Field(20, ge=0, description="disk lanes reading one source host or datastore at once")
+    per_wave: int = Field(0, ge=0, description="lanes of one wave in flight at once (0: no cap)")
 
 
 class ConductorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     poll_interval: float = Field(0.5, gt=0, le=60, description="seconds between state reads")
+    stall_after: float = Field(120.0, gt=0, description="a sent lane idle this long is sent again (lost message)")
 
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    name: str = Field("", description="the wave's name, for `h2k wave submit`")
+    sources: list[str] = Field(default_factory=list, description="sources of a wave file, as on the command line")
     broker_url: str = Field("", description="empty: start a private redis-server and a local worker")
     output: OutputConfig = OutputConfig()
+    vms: dict[str, VMOverride] = Field(default_factory=dict, description="per-VM overrides by VM name")
+    placement: PlacementRules = PlacementRules()
+    limits: LimitsConfig = LimitsConfig()
     worker: Settings = Settings()
     conductor: ConductorConfig = ConductorConfig()
 
@@ -65,6 +85,11 @@ def _check_keys(data: Any, model: type[BaseModel], path: str, file: str) -> None
         sub = field.annotation
         if isinstance(sub, type) and issubclass(sub, BaseModel):
             _check_keys(value, sub, where, file)
+        elif getattr(sub, "__origin__", None) is dict and isinstance(value, dict):
+            item = sub.__args__[1]
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                for name, entry in value.items():
+                    _check_keys(entry, item, f"{where}.{name}", file)
 
 
 def read_file(path: str) -> dict:

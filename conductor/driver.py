@@ -1,10 +1,11 @@
 """The scheduler: drives a wave to completion from the Redis state machine.
 
-Each pass reads every stage record of the wave and, per VM, sends what is due: the disk lanes,
-then the VM lane once every disk lane succeeded in this run, then finalize once the VM succeeded
-or failed. What was sent in a run is itself recorded in Redis, so a restarted conductor neither
-loses nor repeats work. Each pass also reconciles: a running stage whose lease expired lost its
-worker, and its lane is sent again from that stage.
+Each pass reads every stage record of the wave and, per VM, sends what is due: each disk lane
+(once it holds a token of every semaphore that caps it), then the VM lane once every disk lane
+succeeded in the VM's current run, then finalize once the VM succeeded, failed or was cancelled.
+What was sent in a run is recorded in Redis, so a restarted conductor neither loses nor repeats
+work. Each pass also reconciles: a running stage whose lease expired lost its worker, and its lane
+is sent again from that stage.
 """
 from __future__ import annotations
 
@@ -12,9 +13,20 @@ import time
 from dataclasses import dataclass, field
 
 from h2k_planner.models import Plan, PlannedVM
-from h2k_planner.plan import FINAL_STAGE, disk_lanes, finalize, vm_lane
+from h2k_planner.plan import FINAL_STAGE, disk_lane, finalize, vm_lane
 from h2k_tasks.runner import refs_of
-from h2k_tasks.state import P, StageRef, State, decode
+from h2k_tasks.state import StageRef, State, decode
+
+TERMINAL = ("failed", "cancelled")
+
+
+@dataclass
+class Limits:
+    """Lanes in flight at once, fleet-wide (0: no cap)."""
+
+    per_source: int = 20
+    per_wave: int = 0
+    per_host: dict[str, int] = field(default_factory=dict)  # host -> its workers' concurrency
 
 
 @dataclass
@@ -29,18 +41,22 @@ class VMView:
         rec = self.records[key]
         return rec.get("status") == "succeeded" and rec.get("run") == str(self.run)
 
-    @property
-    def disk_keys(self) -> list[tuple[str, str]]:
-        return [k for k in self.records if k[0] != "vm"]
+    def lane_keys(self, lane: str) -> list[tuple[str, str]]:
+        return [k for k in self.records if k[0] == lane and k[1] != FINAL_STAGE]
 
     @property
-    def vm_keys(self) -> list[tuple[str, str]]:
-        return [("vm", s) for s in self.pvm.stages]
+    def disk_lanes(self) -> list[str]:
+        return [f"d{d.index}" for d in self.pvm.vm.disks]
+
+    def lane_done(self, lane: str) -> bool:
+        return all(self.done(k) for k in self.lane_keys(lane))
+
+    def lane_over(self, lane: str) -> bool:
+        return self.lane_done(lane) or any(self.records[k].get("status") in TERMINAL for k in self.lane_keys(lane))
 
     @property
     def failed(self) -> bool:
-        return any(rec.get("status") in ("failed", "cancelled") for k, rec in self.records.items()
-                   if k != ("vm", FINAL_STAGE))
+        return any(rec.get("status") in TERMINAL for k, rec in self.records.items() if k[1] != FINAL_STAGE)
 
     @property
     def finished(self) -> bool:
@@ -53,7 +69,7 @@ class VMView:
         if self.failed:
             return "failing"
         running = [s for (lane, s), rec in self.records.items() if rec.get("status") == "running"]
-        return running[0] if running else "queued"
+        return running[0] if running else "waiting"
 
 
 @dataclass
@@ -61,80 +77,157 @@ class Driver:
     state: State
     plan: Plan
     poll_interval: float = 0.5
-    run: int = 0
+    limits: Limits = field(default_factory=Limits)
+    runs: dict[str, int] = field(default_factory=dict)
     refs: dict[str, dict[tuple[str, str], StageRef]] = field(default_factory=dict)
+    stall_after: float = 120.0
+    _released: set[str] = field(default_factory=set)
+    _sent: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.refs = {pvm.vm.name: refs_of(self.plan, pvm) for pvm in self.plan.vms}
 
     @property
-    def sent_key(self) -> str:
-        return f"{P}:sent:{self.plan.wave}:{self.run}"
+    def wave(self) -> str:
+        return self.plan.wave
 
-    def submit(self) -> int:
-        """Store the wave and start a new run of it: failed stages and reports are due again."""
-        self.run = self.state.save_wave(self.plan.wave, self.plan.model_dump_json())
-        all_refs = [r for refs in self.refs.values() for r in refs.values()]
-        self.state.ensure(all_refs)
-        again = [ref for ref, rec in zip(all_refs, self.state.get_many(all_refs))
-                 if rec.get("status") in ("failed", "cancelled", "queued") or ref.stage == FINAL_STAGE]
+    # ---- starting runs -----------------------------------------------------------------------
+    def submit(self, vms: list[str] | None = None) -> dict[str, int]:
+        """Store the wave and start a new run of `vms` (default all): their failed or cancelled
+        stages get fresh attempts, and their reports are written again."""
+        names = vms or [pvm.vm.name for pvm in self.plan.vms]
+        self.state.save_wave(self.wave, self.plan.model_dump_json())
+        refs = [r for name in names for r in self.refs[name].values()]
+        self.state.ensure(refs)
+        again = [ref for ref, rec in zip(refs, self.state.get_many(refs))
+                 if rec.get("status") in TERMINAL or ref.stage == FINAL_STAGE]
         if again:
-            self.state.reset(again, f"run {self.run} started")
-        self.state.set_wave_field(self.plan.wave, status="running", run_started=time.time())
-        self.state.append_log(self.plan.wave, event="run", run=self.run)
-        return self.run
+            self.state.reset(again, "new run")
+        self.state.uncancel(self.wave, names)
+        self.state.start_runs(self.wave, names)
+        self.state.set_wave_field(self.wave, status="running", run_started=time.time())
+        return self.attach()
 
-    def attach(self) -> int:
-        """Continue the wave's current run (a restarted conductor)."""
-        self.run = int(self.state.wave(self.plan.wave).get("run") or 0) or self.submit()
-        return self.run
+    def attach(self) -> dict[str, int]:
+        """Continue the runs stored in Redis (a restarted conductor)."""
+        self.runs = self.state.runs(self.wave)
+        return self.runs
 
+    def retry(self, vms: list[str] | None = None) -> list[str]:
+        """A new run of the failed or cancelled VMs among `vms` (default all); returns them."""
+        views = {v.pvm.vm.name: v for v in self.views()}
+        chosen = [n for n in (vms or views) if views[n].finished and views[n].status != "succeeded"]
+        if chosen:
+            self.submit(chosen)
+        return chosen
+
+    def cancel(self, vms: list[str] | None = None) -> list[str]:
+        names = vms or [pvm.vm.name for pvm in self.plan.vms]
+        self.state.cancel(self.wave, names, [r for n in names for k, r in self.refs[n].items() if k[1] != FINAL_STAGE])
+        return names
+
+    # ---- one pass ----------------------------------------------------------------------------
     def views(self) -> list[VMView]:
+        self.runs = self.runs or self.state.runs(self.wave)
         keys = [(pvm, k) for pvm in self.plan.vms for k in self.refs[pvm.vm.name]]
         records = self.state.get_many([self.refs[pvm.vm.name][k] for pvm, k in keys])
         by_vm: dict[str, dict] = {}
         for (pvm, k), rec in zip(keys, records):
             by_vm.setdefault(pvm.vm.name, {})[k] = rec
-        return [VMView(pvm, by_vm[pvm.vm.name], self.run) for pvm in self.plan.vms]
-
-    def _send_once(self, lane_id: str, canvas) -> None:
-        if self.state.r.sadd(self.sent_key, lane_id):
-            canvas.apply_async()
+        return [VMView(pvm, by_vm[pvm.vm.name], self.runs.get(pvm.vm.name, 0)) for pvm in self.plan.vms]
 
     def step(self) -> list[VMView]:
         views = self.views()
+        self._sent = self.state.sent_at(self.wave)
         for view in views:
+            if view.run == 0:
+                continue  # not submitted
             self._reconcile(view)
             self._advance(view)
         return views
 
+    def _semaphores(self, pvm: PlannedVM, lane: str) -> dict[str, int]:
+        sems = {f"host:{pvm.host}": self.limits.per_host.get(pvm.host, 0), f"wave:{self.wave}": self.limits.per_wave}
+        if lane != "vm":
+            sems[f"source:{pvm.source_group}"] = self.limits.per_source
+        return sems
+
+    def _holder(self, view: VMView, lane: str) -> str:
+        return f"{self.wave}/{view.pvm.vm.name}/{lane}#{view.run}"
+
+    def _canvas(self, view: VMView, lane: str, start: int = 0):
+        pvm = view.pvm
+        if lane == "final":
+            return finalize(self.plan, pvm, view.run)
+        if lane == "vm":
+            return vm_lane(self.plan, pvm, view.run, start=start)
+        return disk_lane(self.plan, pvm, int(lane[1:]), view.run, start=start)
+
+    def _lane_stages(self, view: VMView, lane: str) -> list[tuple[str, str]]:
+        return [("vm", FINAL_STAGE)] if lane == "final" else view.lane_keys(lane)
+
+    def _send(self, view: VMView, lane: str) -> None:
+        """Send a lane once per run, when a token of each of its semaphores is free. Sending
+        before recording means a crash in between sends it twice, which claims make harmless."""
+        holder = self._holder(view, lane)
+        if holder in self._sent:
+            return
+        if lane != "final" and not self.state.acquire(holder, self._semaphores(view.pvm, lane)):
+            return
+        self._canvas(view, lane).apply_async()
+        self.state.mark_sent(self.wave, holder)
+        self._sent[holder] = time.time()
+
+    def _release(self, view: VMView, lane: str) -> None:
+        holder = self._holder(view, lane)
+        if holder not in self._released:
+            self.state.release(holder, list(self._semaphores(view.pvm, lane)))
+            self._released.add(holder)
+
     def _advance(self, view: VMView) -> None:
-        pvm, name = view.pvm, view.pvm.vm.name
+        for lane in view.disk_lanes + ["vm"]:
+            if view.lane_over(lane):
+                self._release(view, lane)
         if view.finished:
             return
-        if view.failed or all(view.done(k) for k in view.disk_keys + view.vm_keys):
-            self._send_once(f"{name}/finalize", finalize(self.plan, pvm, self.run))
-        elif all(view.done(k) for k in view.disk_keys):
-            self._send_once(f"{name}/vm", vm_lane(self.plan, pvm, self.run))
+        if view.failed or all(view.lane_done(lane) for lane in view.disk_lanes + ["vm"]):
+            self._send(view, "final")
+        elif all(view.lane_done(lane) for lane in view.disk_lanes):
+            self._send(view, "vm")
         else:
-            self._send_once(f"{name}/disks", disk_lanes(self.plan, pvm, self.run))
+            for lane in view.disk_lanes:
+                self._send(view, lane)
 
     def _reconcile(self, view: VMView) -> None:
-        pvm = view.pvm
-        for (lane, stage), rec in view.records.items():
-            if rec.get("status") != "running":
+        """Send a lane again from the stage where it stopped: a running stage whose lease expired
+        (its worker died), or a sent lane with no activity for `stall_after` seconds (its next
+        message was lost, e.g. a chain's continuation during a broker restart)."""
+        now = time.time()
+        for lane in view.disk_lanes + ["vm", "final"]:
+            holder = self._holder(view, lane)
+            if holder not in self._sent:
                 continue
-            ref = self.refs[pvm.vm.name][(lane, stage)]
-            if not self.state.expire_if_lost(ref):
+            keys = self._lane_stages(view, lane)
+            todo = [k for k in keys if not view.done(k)]
+            if not todo or view.records[todo[0]].get("status") in TERMINAL:
                 continue
-            rec["status"] = "pending"
-            if stage == FINAL_STAGE:
-                canvas = finalize(self.plan, pvm, self.run)
-            elif lane == "vm":
-                canvas = vm_lane(self.plan, pvm, self.run, start=pvm.stages.index(stage))
+            first = todo[0]
+            rec = view.records[first]
+            ref = self.refs[view.pvm.vm.name][first]
+            if rec.get("status") == "running":
+                if not self.state.expire_if_lost(ref):
+                    continue
+                rec["status"] = "pending"
             else:
-                canvas = disk_lanes(self.plan, pvm, self.run, starts={int(lane[1:]): pvm.disk_stages.index(stage)})
-            canvas.apply_async()
+                activity = max([self._sent[holder]] + [float(view.records[k].get(f) or 0)
+                                                       for k in keys for f in ("updated", "ended", "retry_at")])
+                if now - activity < self.stall_after:
+                    continue
+                self.state.append_log(self.wave, event="stalled", stage=ref.name)
+            stages = [s for _, s in keys]
+            self._canvas(view, lane, start=stages.index(first[1])).apply_async()
+            self.state.mark_sent(self.wave, holder)
+            self._sent[holder] = now
 
     def wait(self, on_pass=None) -> list[VMView]:
         while True:
@@ -142,6 +235,6 @@ class Driver:
             if on_pass:
                 on_pass(views)
             if all(v.finished for v in views):
-                self.state.set_wave_field(self.plan.wave, status="finished", run_ended=time.time())
+                self.state.set_wave_field(self.wave, status="finished", run_ended=time.time())
                 return views
             time.sleep(self.poll_interval)

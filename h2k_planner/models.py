@@ -88,13 +88,14 @@ class Output(Strict):
 class PlannedVM(Strict):
     vm: VM
     host: str = Field(description="worker host the VM is placed on; its tasks go to h2k.host.<host>")
+    source_group: str = Field("", description="what the VM reads from, for the per-source concurrency cap")
     stages: list[str] = Field(description="VM-level stages, in order, after every disk's stages")
     disk_stages: list[str] = Field(description="stages each disk goes through, in order")
-    boot_test: bool = True
 
 
 class Plan(Strict):
     wave: str = Field(description="wave id: the same sources and output give the same id, so a re-run resumes")
+    name: str = Field("", description="the wave's name as the operator gave it")
     output: Output
     vms: list[PlannedVM]
 

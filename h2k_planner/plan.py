@@ -32,12 +32,13 @@ import os
 
 from celery import chain, group, signature
 
+from h2k_planner.errors import InputError
 from h2k_planner.models import VM, Output, Plan, PlannedVM
+from h2k_planner.placement import LOCAL_HOST, source_group
 
 DISK_STAGES = ["fetch", "convert", "verify"]
 VM_STAGES = ["guest", "validate"]
 FINAL_STAGE = "finalize"
-LOCAL_HOST = "local"
 
 
 def queue_for(host: str) -> str:
@@ -52,19 +53,24 @@ def wave_id(vms: list[VM], output: Output) -> str:
     return "w-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def make_plan(vms: list[VM], output: Output, host: str = LOCAL_HOST, boot_test: bool = True) -> Plan:
+def make_plan(vms: list[VM], output: Output, hosts: dict[str, str] | None = None,
+              no_guest: set[str] = frozenset(), name: str = "") -> Plan:
+    """`hosts` maps VM names to the host placed for them (default: the embedded host);
+    VMs named in `no_guest` are copied disk for disk, without the guest stage."""
     names = [vm.slug for vm in vms]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        from h2k_planner.errors import InputError
-
         raise InputError(None, f"two VMs would share the output directory {dupes[0]!r}: rename one")
     output = output.model_copy(update={"directory": os.path.abspath(output.directory)})
+    hosts = hosts or {}
     return Plan(
         wave=wave_id(vms, output),
+        name=name,
         output=output,
         vms=[
-            PlannedVM(vm=vm, host=host, stages=list(VM_STAGES), disk_stages=list(DISK_STAGES), boot_test=boot_test)
+            PlannedVM(vm=vm, host=hosts.get(vm.name, LOCAL_HOST), source_group=source_group(vm),
+                      stages=[s for s in VM_STAGES if not (s == "guest" and vm.name in no_guest)],
+                      disk_stages=list(DISK_STAGES))
             for vm in vms
         ],
     )
@@ -83,13 +89,14 @@ def _sig(stage: str, plan: Plan, pvm: PlannedVM, lane: str, run: int):
     )
 
 
-def disk_lanes(plan: Plan, pvm: PlannedVM, run: int, starts: dict[int, int] | None = None):
-    """A group of one chain per disk; `starts` maps a disk to the stage index its chain starts at."""
-    starts = starts if starts is not None else {d.index: 0 for d in pvm.vm.disks}
-    return group(
-        chain(*[_sig(s, plan, pvm, lane_name(i), run) for s in pvm.disk_stages[start:]])
-        for i, start in sorted(starts.items())
-    )
+def disk_lane(plan: Plan, pvm: PlannedVM, disk_index: int, run: int, start: int = 0):
+    """One disk's stages as a chain, from stage number `start`."""
+    return chain(*[_sig(s, plan, pvm, lane_name(disk_index), run) for s in pvm.disk_stages[start:]])
+
+
+def disk_lanes(plan: Plan, pvm: PlannedVM, run: int):
+    """All of a VM's disks in parallel: a group of one chain per disk."""
+    return group(disk_lane(plan, pvm, d.index, run) for d in pvm.vm.disks)
 
 
 def vm_lane(plan: Plan, pvm: PlannedVM, run: int, start: int = 0):

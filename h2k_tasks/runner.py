@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -38,6 +39,7 @@ class StageRun:
     _done: int | None = None
     _total: int | None = None
     _lost: threading.Event = field(default_factory=threading.Event)
+    _cancelled: threading.Event = field(default_factory=threading.Event)
 
     @property
     def disk(self):
@@ -50,8 +52,8 @@ class StageRun:
         self._done, self._total = done, total if total is not None else self._total
 
     def alive(self) -> bool:
-        """False once the lease is lost: stop working, someone else owns the stage now."""
-        return not self._lost.is_set()
+        """False once the lease is lost (someone else owns the stage now) or the VM was cancelled."""
+        return not (self._lost.is_set() or self._cancelled.is_set())
 
     def owns(self) -> bool:
         return self.alive() and self.state.owns(self.ref, self.gen)
@@ -99,6 +101,8 @@ def downstream(pvm: PlannedVM, ref: StageRef) -> list[tuple[str, str]]:
 
 
 class _Heartbeat(threading.Thread):
+    """Renews the lease every lease_ttl/4 (with progress) and looks for a cancel flag every second."""
+
     def __init__(self, run: StageRun):
         super().__init__(daemon=True, name=f"beat-{run.ref.name}")
         self.run_ = run
@@ -107,8 +111,15 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         r = self.run_
         interval = max(0.5, r.settings.lease_ttl / 4)
-        while not self.stop.wait(interval):
+        next_beat = time.monotonic() + interval
+        while not self.stop.wait(min(1.0, interval)):
             try:
+                if r.ref.stage != FINAL_STAGE and r.state.is_cancelled(r.ref.wave, r.ref.vm):
+                    log.warning("%s: cancelled by the operator", r.ref.name)
+                    r._cancelled.set()
+                if time.monotonic() < next_beat:
+                    continue
+                next_beat = time.monotonic() + interval
                 ok = r.state.beat(r.ref, r.gen, r.settings.lease_ttl, r._done, r._total)
             except Exception:  # Redis unreachable: keep trying until the lease would expire
                 log.warning("%s: heartbeat failed, retrying", r.ref.name, exc_info=True)
@@ -148,29 +159,35 @@ def execute(task, spec: StageSpec, state: State, settings: Settings, plan: Plan,
             raise StageFailed(f"gave up after {attempt - 1} attempts (last error: {rec.get('error') or 'worker lost'})")
         log.info("%s: running (generation %s, attempt %s, host %s)", ref.name, gen, attempt, settings.host)
         result = spec.work(run)
+        if run._cancelled.is_set():
+            raise Interrupted("cancelled")
         state.finish(ref, gen, "succeeded", result=result, bytes=run._total or run._done or 0)
         return {"stage": ref.name, "status": "succeeded"}
-    except (FencedError, Interrupted) as e:
+    except (FencedError, Interrupted, StageFailed) as e:
+        if run._cancelled.is_set():
+            _finish_quietly(state, ref, gen, "cancelled", "cancelled by the operator")
+            return {"stage": ref.name, "status": "cancelled"}
+        if isinstance(e, StageFailed):
+            log.error("%s: failed: %s", ref.name, e)
+            _finish_quietly(state, ref, gen, "failed", str(e))
+            return {"stage": ref.name, "status": "failed", "error": str(e)}
         log.warning("%s: dropped: %s", ref.name, e)
         raise Ignore() from None
-    except StageFailed as e:
-        log.error("%s: failed: %s", ref.name, e)
-        _finish_quietly(state, ref, gen, "failed", str(e))
-        return {"stage": ref.name, "status": "failed", "error": str(e)}
     except Exception as e:
         error = f"{type(e).__name__}: {e}"
         if attempt > settings.max_retries:
             _finish_quietly(state, ref, gen, "failed", error)
             return {"stage": ref.name, "status": "failed", "error": error}
-        log.warning("%s: attempt %s failed, retrying: %s", ref.name, attempt, error)
-        _finish_quietly(state, ref, gen, "pending", error)
-        raise task.retry(countdown=settings.retry_backoff * 2 ** (attempt - 1), exc=e, max_retries=None)
+        delay = settings.retry_backoff * 2 ** (attempt - 1)
+        log.warning("%s: attempt %s failed, retrying in %.0fs: %s", ref.name, attempt, delay, error)
+        _finish_quietly(state, ref, gen, "pending", error, retry_at=str(time.time() + delay))
+        raise task.retry(countdown=delay, exc=e, max_retries=None)
     finally:
         beat.stop.set()
 
 
-def _finish_quietly(state: State, ref: StageRef, gen: int, status: str, error: str) -> None:
+def _finish_quietly(state: State, ref: StageRef, gen: int, status: str, error: str, **fields) -> None:
     try:
-        state.finish(ref, gen, status, error=error)
+        state.finish(ref, gen, status, error=error, **fields)
     except FencedError:
         raise Ignore() from None

@@ -10,6 +10,7 @@ log stream.
 
     pending -> running -> succeeded
                   |  \\-> failed           (retries exhausted, or a permanent error)
+                  |  \\-> cancelled        (the operator cancelled the VM)
                   \\----> pending          (lease expired, or a retry is due)
 """
 from __future__ import annotations
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 import redis
 
 P = "h2k"
-STATUSES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")
 
 _CLAIM = """
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -90,6 +90,20 @@ class StageRef:
         return f"{P}:lease:{self.wave}:{self.vm}:{self.lane}:{self.stage}"
 
 
+# Take a token from every semaphore named, or from none: KEYS are the semaphores' sets, ARGV[1] the
+# holder, ARGV[2..] their limits (0: no limit). Holding already counts as having it.
+_ACQUIRE = """
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[i + 1])
+  if limit > 0 and redis.call('SISMEMBER', key, ARGV[1]) == 0 and redis.call('SCARD', key) >= limit then
+    return 0
+  end
+end
+for i, key in ipairs(KEYS) do redis.call('SADD', key, ARGV[1]) end
+return 1
+"""
+
+
 class FencedError(Exception):
     """This worker's claim on a stage is no longer the owner: its results must be dropped."""
 
@@ -101,6 +115,7 @@ class State:
         self._beat = client.register_script(_BEAT)
         self._finish = client.register_script(_FINISH)
         self._expire = client.register_script(_EXPIRE)
+        self._acquire = client.register_script(_ACQUIRE)
 
     @classmethod
     def from_url(cls, url: str) -> "State":
@@ -110,15 +125,14 @@ class State:
     def log_key(self, wave: str) -> str:
         return f"{P}:log:{wave}"
 
-    def save_wave(self, wave: str, plan_json: str) -> int:
-        """Store (or refresh) a wave's plan; returns the new run number (1 for a new wave)."""
+    def save_wave(self, wave: str, plan_json: str) -> None:
+        """Store (or refresh) a wave's plan."""
         key = f"{P}:wave:{wave}"
         pipe = self.r.pipeline()
         pipe.hsetnx(key, "created", time.time())
         pipe.hset(key, mapping={"id": wave, "plan": plan_json, "updated": time.time()})
-        pipe.hincrby(key, "run", 1)
         pipe.zadd(f"{P}:waves", {wave: time.time()}, nx=True)
-        return int(pipe.execute()[2])
+        pipe.execute()
 
     def wave(self, wave: str) -> dict:
         return self.r.hgetall(f"{P}:wave:{wave}")
@@ -128,6 +142,60 @@ class State:
 
     def set_wave_field(self, wave: str, **fields) -> None:
         self.r.hset(f"{P}:wave:{wave}", mapping={k: str(v) for k, v in fields.items()})
+
+    # ---- runs: each VM of a wave is run again by resume or retry; its stages count for the run
+    #      in which they last succeeded or were verified
+    def start_runs(self, wave: str, vms: list[str]) -> dict[str, int]:
+        pipe = self.r.pipeline()
+        for vm in vms:
+            pipe.hincrby(f"{P}:runs:{wave}", vm, 1)
+        runs = dict(zip(vms, pipe.execute()))
+        self.append_log(wave, event="run", vms=",".join(f"{vm}#{n}" for vm, n in runs.items()))
+        return runs
+
+    def runs(self, wave: str) -> dict[str, int]:
+        return {vm: int(n) for vm, n in self.r.hgetall(f"{P}:runs:{wave}").items()}
+
+    def mark_sent(self, wave: str, lane_id: str) -> None:
+        """Record when a lane was (last) sent in a VM's run (lane_id carries the run)."""
+        self.r.hset(f"{P}:sent:{wave}", lane_id, time.time())
+
+    def sent_at(self, wave: str) -> dict[str, float]:
+        return {k: float(v) for k, v in self.r.hgetall(f"{P}:sent:{wave}").items()}
+
+    # ---- cancellation ----------------------------------------------------------------------
+    def cancel(self, wave: str, vms: list[str], refs: list[StageRef]) -> None:
+        """Flag VMs as cancelled: running stages see the flag within a second and stop; stages
+        not yet started are marked cancelled (finalize excepted, so the report is written)."""
+        self.r.sadd(f"{P}:cancel:{wave}", *vms)
+        pipe = self.r.pipeline()
+        for ref in refs:
+            pipe.hget(ref.key, "status")
+        for ref, status in zip(refs, pipe.execute()):
+            if status in (None, "pending"):
+                self.r.hset(ref.key, mapping={"status": "cancelled", "error": "cancelled by the operator",
+                                              "updated": time.time()})
+        self.append_log(wave, event="cancel", vms=",".join(vms))
+
+    def uncancel(self, wave: str, vms: list[str]) -> None:
+        self.r.srem(f"{P}:cancel:{wave}", *vms)
+
+    def is_cancelled(self, wave: str, vm: str) -> bool:
+        return bool(self.r.sismember(f"{P}:cancel:{wave}", vm))
+
+    # ---- semaphores: fleet-wide caps on lanes in flight -------------------------------------
+    def acquire(self, holder: str, limits: dict[str, int]) -> bool:
+        keys = [f"{P}:sem:{name}" for name in limits]
+        return bool(self._acquire(keys=keys, args=[holder, *limits.values()]))
+
+    def release(self, holder: str, names: list[str]) -> None:
+        pipe = self.r.pipeline()
+        for name in names:
+            pipe.srem(f"{P}:sem:{name}", holder)
+        pipe.execute()
+
+    def holders(self, name: str) -> set[str]:
+        return self.r.smembers(f"{P}:sem:{name}")
 
     # ---- stages ----------------------------------------------------------------------------
     def ensure(self, refs: list[StageRef]) -> None:
@@ -145,13 +213,6 @@ class State:
         for ref in refs:
             pipe.hgetall(ref.key)
         return pipe.execute()
-
-    def mark_queued(self, refs: list[StageRef]) -> None:
-        now = time.time()
-        pipe = self.r.pipeline()
-        for ref in refs:
-            pipe.hset(ref.key, mapping={"queued_at": now})
-        pipe.execute()
 
     def claim(self, ref: StageRef, host: str, worker: str, ttl: float, run: int) -> tuple[str, int]:
         """('claimed', gen) to run it; ('done', gen) if it already succeeded; ('busy', gen) if

@@ -35,3 +35,13 @@ def test_errors_name_file_and_key(tmp_path, text, problem):
     with pytest.raises(InputError) as e:
         load([str(f)])
     assert str(f) in str(e.value) and problem in str(e.value)
+
+
+def test_per_vm_overrides_are_checked_too(tmp_path):
+    f = tmp_path / "w.yaml"
+    f.write_text("name: w1\nsources: [/a.vmx]\nvms:\n  web01:\n    host: kvm2\n    guest: false\n")
+    cfg = load([str(f)])
+    assert cfg.vms["web01"].host == "kvm2" and cfg.vms["web01"].guest is False and cfg.sources == ["/a.vmx"]
+    f.write_text("vms:\n  web01:\n    hots: kvm2\n")
+    with pytest.raises(InputError, match="unknown key vms.web01.hots"):
+        load([str(f)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from h2k_planner.errors import InputError
 from h2k_planner.models import VM, Disk, Output
-from h2k_planner.plan import disk_lanes, finalize, make_plan, vm_lane
+from h2k_planner.plan import disk_lane, disk_lanes, finalize, make_plan, vm_lane
 
 
 def vm(name: str, disks: int = 2, source: str | None = None) -> VM:
@@ -21,7 +21,7 @@ def test_wave_id_is_stable_and_depends_on_sources_and_output():
 
 
 def test_disk_lanes_are_a_group_of_chains_on_the_host_queue():
-    plan = make_plan([vm("a")], Output(directory="/out"), host="kvm07")
+    plan = make_plan([vm("a")], Output(directory="/out"), hosts={"a": "kvm07"})
     pvm = plan.vms[0]
     lanes = disk_lanes(plan, pvm, run=3)
     assert lanes.get("subtask_type") == "group" and len(lanes.tasks) == 2
@@ -31,8 +31,9 @@ def test_disk_lanes_are_a_group_of_chains_on_the_host_queue():
         for t in lane.tasks:
             assert t.options["queue"] == "h2k.host.kvm07" and t.immutable
             assert t.kwargs == {"wave": plan.wave, "vm": "a", "lane": f"d{i}", "run": 3}
-    resumed = disk_lanes(plan, pvm, run=3, starts={1: 1})
-    assert [t.task for t in resumed.tasks[0].tasks] == ["h2k.convert", "h2k.verify"]
+    resumed = disk_lane(plan, pvm, 1, run=3, start=1)
+    assert [t.task for t in resumed.tasks] == ["h2k.convert", "h2k.verify"]
+    assert resumed.tasks[0].kwargs["lane"] == "d1"
 
 
 def test_vm_lane_and_finalize_are_shallow():

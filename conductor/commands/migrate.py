@@ -13,17 +13,16 @@ from rich.console import Console
 
 from conductor.commands.common import add_config_args, load_config, require_output_dir, state_dir
 from conductor.commands.plan import print_plan
-from conductor.driver import Driver, VMView
+from conductor.driver import VMView
 from conductor.embedded import Embedded
 from conductor.progress import WaveProgress, summary_table
+from conductor.planning import driver_for, plan_wave
 from h2k_planner.errors import InputError
-from h2k_planner.models import Output
-from h2k_planner.plan import make_plan
-from h2k_planner.sources import load_sources
-from h2k_tasks.app import configure
-from h2k_tasks.state import State, decode
-from h2k_tasks.settings import redis_url
+from h2k_planner.placement import LOCAL_HOST
 from h2k_planner.plan import FINAL_STAGE
+from h2k_tasks.app import configure
+from h2k_tasks.settings import redis_url
+from h2k_tasks.state import State, decode
 
 
 def register(sub) -> None:
@@ -40,23 +39,25 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args, output={"format": args.format, "compress": args.compress})
-    if cfg.output.compress and cfg.output.format != "qcow2":
-        raise InputError(None, "--compress needs the qcow2 output format")
     out_dir = require_output_dir(args.output)
-    vms = load_sources(args.sources)
-    plan = make_plan(vms, Output(directory=out_dir, format=cfg.output.format, compress=cfg.output.compress))
+    state = State.from_url(redis_url(cfg.broker_url)) if cfg.broker_url else None
+    plan = plan_wave(cfg, args.sources, out_dir, state)
+    if state is None and any(p.host != LOCAL_HOST for p in plan.vms):
+        raise InputError(None, f"without a broker only the embedded host {LOCAL_HOST!r} runs VMs; "
+                               "remove the host overrides or give --broker")
     if args.dry_run:
         print_plan(plan, as_json=args.json)
         return 0
     console = Console(stderr=args.json)
     settings = cfg.worker_settings()
     embedded = None
-    if not cfg.broker_url:
+    if state is None:
         embedded = Embedded(state_dir(out_dir) + "/redis", settings, state_dir(out_dir) + "/logs").start()
         settings = embedded.settings
+        state = State.from_url(redis_url(settings.broker_url))
     try:
         configure(settings)
-        driver = Driver(State.from_url(redis_url(settings.broker_url)), plan, cfg.conductor.poll_interval)
+        driver = driver_for(cfg, state, plan)
         driver.submit()
         if args.json or not console.is_terminal:
             views = driver.wait()

@@ -3,20 +3,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from conductor.commands.common import add_config_args, load_config
-from h2k_planner.models import Output, Plan
-from h2k_planner.plan import make_plan
-from h2k_planner.sources import load_sources
+from conductor.planning import plan_wave
+from h2k_planner.models import Plan
+from h2k_tasks.settings import redis_url
+from h2k_tasks.state import State
 
 
 def register(sub) -> None:
     p = sub.add_parser("plan", help="print the plan for SOURCEs without running it")
-    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="default: the config's sources")
     p.add_argument("-o", "--output", default=".", metavar="DIR", help="output directory the plan targets")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     add_config_args(p)
@@ -25,9 +27,8 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
-    plan = make_plan(load_sources(args.sources),
-                     Output(directory=args.output, format=cfg.output.format, compress=cfg.output.compress))
-    print_plan(plan, as_json=args.json)
+    state = State.from_url(redis_url(cfg.broker_url)) if cfg.broker_url else None
+    print_plan(plan_wave(cfg, args.sources or cfg.sources, os.path.abspath(args.output), state), as_json=args.json)
     return 0
 
 
