@@ -5,11 +5,11 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 APT_PACKAGES := qemu-utils qemu-system-x86 libguestfs-tools python3-guestfs python3-hivex \
 	linux-image-amd64 redis-server python3-venv libxml2-utils libvirt-clients e2fsprogs fdisk \
-	golang-go golang-github-vmware-govmomi-dev
+	golang-go golang-github-vmware-govmomi-dev docker-compose
 export LIBGUESTFS_BACKEND ?= direct
 DEMO_DIR := demo-out
 
-.PHONY: deps apt venv test demo bench clean
+.PHONY: deps apt venv test demo bench flower clean
 
 deps: apt venv
 
@@ -41,6 +41,15 @@ demo: deps
 
 bench: deps
 	$(VPY) bench/convert_overhead.py
+
+# Flower against the configured broker (H2K_BROKER_URL) or a running `h2k migrate -o OUT`.
+OUT ?= $(DEMO_DIR)/out
+flower: deps
+	@url="$${H2K_BROKER_URL:-$$(cat $(OUT)/.h2k/broker.url 2>/dev/null)}"; \
+	if [ -z "$$url" ]; then echo "set H2K_BROKER_URL, or start 'h2k migrate ... -o OUT' and pass OUT=" >&2; exit 2; fi; \
+	: "$${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH=user:password}"; \
+	exec $(VPY) -m celery --broker "$${url/unix:\/\//redis+socket://}" flower --address=127.0.0.1 --port=5555 \
+		--persistent=True --db=.flower.db --max_tasks=100000
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -33,6 +33,10 @@ class Embedded:
     def url(self) -> str:
         return f"unix://{self.socket}"
 
+    @property
+    def url_file(self) -> str:
+        return os.path.join(os.path.dirname(self.state_dir), "broker.url")
+
     def start(self) -> "Embedded":
         self.start_redis()
         self.worker = start_worker(self.settings, os.path.join(self.log_dir, "worker.log"))
@@ -60,6 +64,8 @@ class Embedded:
                     raise RuntimeError(f"redis-server did not start; see {self.log_dir}/redis.log") from None
                 time.sleep(0.05)
         self.settings = self.settings.model_copy(update={"broker_url": self.url})
+        with open(self.url_file, "w") as f:  # for `make flower OUT=...` while the run lasts
+            f.write(self.url + "\n")
         return self
 
     def stop(self) -> None:
@@ -72,6 +78,8 @@ class Embedded:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
         shutil.rmtree(self.sock_dir, ignore_errors=True)
+        if os.path.exists(self.url_file):
+            os.unlink(self.url_file)
 
     def __enter__(self) -> "Embedded":
         return self.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,12 +41,13 @@ class Fleet:
         self.worker_procs = {h: workers.start(suite_settings(redis_server.url, host=h)) for h in HOSTS}
         wait_for(lambda: all(self.r.exists(f"h2k:host:{h}") for h in HOSTS), 60, "workers to publish their hosts")
 
-    def start_conductor(self) -> None:
+    def start_conductor(self, metrics_port: int = 0) -> None:
         log = open(self.tmp / "conductor.log", "ab")
         cfg = self.tmp / "conductor.yaml"
         cfg.write_text("conductor:\n  stall_after: 5\n")  # lost messages are re-sent after 5 s here
         self.conductor = subprocess.Popen(
-            [sys.executable, "-m", "conductor", "conductor", "--broker", self.redis.url, "--config", str(cfg)],
+            [sys.executable, "-m", "conductor", "conductor", "--broker", self.redis.url, "--config", str(cfg),
+             "--metrics-port", str(metrics_port)],
             env={**os.environ, "PYTHONPATH": ROOT}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill_conductor(self) -> None:
@@ -138,12 +140,16 @@ def test_routing_and_flower(fleet, small_vms, tmp_path):
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(url), 60, "flower to listen")
-        fleet.start_conductor()
+        fleet.start_conductor(metrics_port=19808)
         placed = {name: HOSTS[n % 2] for n, name in enumerate(small_vms)}
         wave = fleet.submit("routing", small_vms, {name: {"host": host, "guest": False} for name, host in placed.items()})
         reports = fleet.wait_wave(wave)
         assert {r["vm"]: r["host"] for r in reports} == placed
         assert_outputs_match_sources(reports)
+
+        metrics = wait_for(lambda: _scrape_when(f'h2k_vms{{state="succeeded",wave="{wave}"}} 6.0'), 30, "metrics")
+        assert 'h2k_stage_seconds_count{stage="convert"} 6.0' in metrics
+        assert float(re.search(r'h2k_bytes_converted_total\{host="hosta"\} (\S+)', metrics).group(1)) >= 3 * 24 * 2**20
 
         assert requests.get(f"{url}/api/workers", timeout=10).status_code == 401
         auth = ("ops", "s3cret")
@@ -156,6 +162,11 @@ def test_routing_and_flower(fleet, small_vms, tmp_path):
     finally:
         os.killpg(flower.pid, signal.SIGTERM)
         flower.wait(timeout=30)
+
+
+def _scrape_when(line: str) -> str | None:
+    text = requests.get("http://127.0.0.1:19808/metrics", timeout=10).text
+    return text if line in text else None
 
 
 def _answers(url: str) -> bool:
