@@ -27,18 +27,27 @@ class ConductorConfig(BaseModel):
     poll_interval: float = Field(0.5, gt=0, le=60, description="seconds between state reads")
 
 
+class VMConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    allow_concerns: list[str] = Field(default_factory=list, description="Critical concern ids to migrate anyway")
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
     broker_url: str = Field("", description="empty: start a private redis-server and a local worker")
     output: OutputConfig = OutputConfig()
     worker: Settings = Settings()
     conductor: ConductorConfig = ConductorConfig()
+    vms: dict[str, VMConfig] = Field(default_factory=dict, description="per-VM settings, by VM name")
 
     @model_validator(mode="after")
     def _one_broker(self) -> "Config":
         if self.worker.broker_url:
             raise ValueError("set broker_url at the top level, not under worker")
         return self
+
+    def allowed_concerns(self) -> dict[str, list[str]]:
+        return {name: vm.allow_concerns for name, vm in self.vms.items()}
 
     def worker_settings(self, **changes) -> Settings:
         return self.worker.model_copy(update={"broker_url": self.broker_url, **changes})

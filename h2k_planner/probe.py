@@ -45,6 +45,11 @@ def detect_format(path: str) -> str:
         raise InputError(path, "cannot be read (permission denied)") from None
     if not head:
         raise InputError(path, "is empty")
+    return format_of(head, tail)
+
+
+def format_of(head: bytes, tail: bytes) -> str:
+    """Format name from an image's first 1024 and last 512 bytes."""
     if head.lstrip(b"\xef\xbb\xbf").startswith(DESCRIPTOR_MAGIC):
         return "vmdk"
     for offset, magic, fmt in _MAGICS:

@@ -16,6 +16,7 @@ from conductor.commands.plan import print_plan
 from conductor.driver import Driver, VMView
 from conductor.embedded import Embedded
 from conductor.progress import WaveProgress, summary_table
+from h2k_planner.concerns import gate, review
 from h2k_planner.errors import InputError
 from h2k_planner.models import Output
 from h2k_planner.plan import make_plan
@@ -28,12 +29,14 @@ from h2k_planner.plan import FINAL_STAGE
 
 def register(sub) -> None:
     p = sub.add_parser("migrate", help="migrate VMs to KVM")
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="a VMware .vmx")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="a .vmx, .ovf, .ova, disk image, or a directory of them")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory, one sub-directory per VM")
     p.add_argument("--format", choices=["qcow2", "raw"], help="output disk format (default qcow2)")
     p.add_argument("--compress", action="store_true", default=None, help="zstd-compressed qcow2")
     p.add_argument("--dry-run", action="store_true", help="read and plan everything, write nothing")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
+                   help="let descriptors and backing files point into DIR too (repeatable)")
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -43,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
     if cfg.output.compress and cfg.output.format != "qcow2":
         raise InputError(None, "--compress needs the qcow2 output format")
     out_dir = require_output_dir(args.output)
-    vms = load_sources(args.sources)
-    plan = make_plan(vms, Output(directory=out_dir, format=cfg.output.format, compress=cfg.output.compress))
+    output = Output(directory=out_dir, format=cfg.output.format, compress=cfg.output.compress)
+    vms = review(load_sources(args.sources, tuple(args.allow_path)), output)
+    gate(vms, cfg.allowed_concerns())
+    plan = make_plan(vms, output)
     if args.dry_run:
         print_plan(plan, as_json=args.json)
         return 0

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from conductor.commands.common import add_config_args, load_config
+from h2k_planner.concerns import gate, review
 from h2k_planner.models import Output, Plan
 from h2k_planner.plan import make_plan
 from h2k_planner.sources import load_sources
@@ -19,15 +20,18 @@ def register(sub) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("-o", "--output", default=".", metavar="DIR", help="output directory the plan targets")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
+                   help="let descriptors and backing files point into DIR too (repeatable)")
     add_config_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
-    plan = make_plan(load_sources(args.sources),
-                     Output(directory=args.output, format=cfg.output.format, compress=cfg.output.compress))
+    output = Output(directory=args.output, format=cfg.output.format, compress=cfg.output.compress)
+    plan = make_plan(review(load_sources(args.sources, tuple(args.allow_path)), output), output)
     print_plan(plan, as_json=args.json)
+    gate([p.vm for p in plan.vms], cfg.allowed_concerns())  # after printing: the inventory is still shown
     return 0
 
 
