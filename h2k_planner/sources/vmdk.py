@@ -214,12 +214,16 @@ def vmdk_disk(path: str, scope: Scope | None = None, **placement) -> "Disk":
     fmt = detect_format(path)
     if fmt != "vmdk":
         raise InputError(path, f"named as a VMDK but its content is {fmt}")
+    if chain[-1].create_type == "vmfsThin":
+        return _vmfs_thin_disk(chain, placement)
     info = qemu_img_info(path, "vmdk")
     if len(info) != len(chain):
         raise InputError(path, f"qemu-img sees a chain of {len(info)} images, the descriptors say {len(chain)}")
     for layer, desc in zip(info, chain):
         if layer.get("format") != "vmdk":
             raise InputError(desc.path, f"qemu-img reads it as {layer.get('format')}, not vmdk")
+    if int(info[0]["virtual-size"]) != chain[0].capacity:
+        raise InputError(path, f"qemu-img reads {info[0]['virtual-size']} bytes, the descriptor declares {chain[0].capacity}")
     return Disk(
         source=os.path.abspath(path),
         format="vmdk",
@@ -229,3 +233,20 @@ def vmdk_disk(path: str, scope: Scope | None = None, **placement) -> "Disk":
         depth=len(chain),
         **placement,
     )
+
+
+def _vmfs_thin_disk(chain: list[Descriptor], placement: dict) -> "Disk":
+    """qemu does not open `vmfsThin` descriptors; its one flat extent is read as raw instead
+    (through a `raw` layer bounded to the extent), which is what the descriptor means."""
+    import json
+
+    from h2k_planner.models import Disk
+
+    desc = chain[0]
+    if len(chain) > 1 or len(desc.extents) != 1 or desc.extents[0].type not in FLAT_TYPES:
+        raise InputError(desc.path, "a vmfsThin disk is read only as a single flat extent without snapshots")
+    ext = desc.extents[0]
+    spec = {"driver": "raw", "offset": ext.offset * 512, "size": ext.sectors * 512,
+            "file": {"driver": "file", "filename": ext.file}}
+    return Disk(source="json:" + json.dumps(spec), format="raw", virtual_size=desc.capacity,
+                allocated_size=os.path.getsize(ext.file), chain=chain_files(chain), depth=1, **placement)
