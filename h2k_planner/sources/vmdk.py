@@ -73,8 +73,9 @@ def read_descriptor_text(path: str) -> str:
                 raise InputError(path, "VMDK descriptor larger than 64 KiB")
         else:
             raise InputError(path, "not a VMDK descriptor or hosted sparse extent")
-    if b"\0" in raw:
+    if b"\0" in raw.rstrip(b"\0"):  # qemu-img pads descriptor files with NULs to a sector
         raise InputError(path, "binary content in the VMDK descriptor")
+    raw = raw.rstrip(b"\0")
     try:
         return raw.decode("utf-8").lstrip("\ufeff")
     except UnicodeDecodeError:
