@@ -26,6 +26,8 @@ def image_disk(path: str, scope: Scope, **placement) -> tuple[Disk, list[Concern
     files = [(path, fmt)]
     if fmt == "qcow2":
         files, headers = qcow2_chain(path, scope)
+        for (f, _), h in zip([x for x in files if x[1] != "data-file"], headers):
+            check_size(f, h.size, "declared size")
         if any(h.encrypted for h in headers):
             concerns.append(Concern(
                 id="encrypted-disk", severity=Severity.critical,

@@ -93,6 +93,8 @@ def parse_descriptor(path: str, scope: Scope | None = None) -> Descriptor:
     scope = scope or Scope.of(path)
     text = read_descriptor_text(path)
     base = os.path.dirname(os.path.abspath(path))
+    with open(path, "rb") as f:
+        embedded = f.read(4) == b"KDMV"
     keys: dict[str, str] = {}
     ddb: dict[str, str] = {}
     extents: list[Extent] = []
@@ -113,7 +115,8 @@ def parse_descriptor(path: str, scope: Scope | None = None) -> Descriptor:
                     access=m["access"],
                     sectors=int(m["sectors"]),
                     type=m["type"],
-                    file=scope.resolve(name, base, path) if name else None,
+                    # an embedded descriptor's extent is the file itself, whatever name it kept
+                    file=os.path.abspath(path) if embedded and name else scope.resolve(name, base, path) if name else None,
                     offset=int(m["offset"] or 0),
                 )
             )
