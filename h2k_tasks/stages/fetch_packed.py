@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
 import zlib
 from typing import Callable
 
@@ -56,6 +57,9 @@ def fetch_packed(disk: Disk, dest: str, tag: str, tick: Callable[[], bool],
     except (OSError, EOFError, zlib.error) as e:
         _discard(temp)
         raise StageFailed(f"{packed.file}: cannot unpack: {e}") from None
+    except subprocess.CalledProcessError as e:
+        _discard(temp)
+        raise StageFailed(f"{packed.file}: qemu-img cannot read the unpacked disk: {e.stderr.strip()[-200:]}") from None
     except BaseException:
         _discard(temp)
         raise
