@@ -109,7 +109,10 @@ class OvaArchive:
         spec = "json:" + json.dumps({"driver": fmt, "file": {
             "driver": "raw", "offset": info.offset_data, "size": info.size,
             "file": {"driver": "file", "filename": self.source}}})
-        layers = qemu_img_info(spec, fmt)
+        try:
+            layers = qemu_img_info(spec, fmt)
+        except InputError as e:
+            raise InputError(self.source, f"disk member {ref.href}: {e.problem}") from None
         if len(layers) != 1:
             raise InputError(self.source, f"disk member {ref.href} has a backing chain")
         return Disk(source=spec, format=fmt, allocated_size=info.size, chain=[self.source],
