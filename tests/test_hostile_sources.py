@@ -358,7 +358,7 @@ def vmx_disk_outside(src, vmdk):
 
 def directory_orphan_extent(src, vmdk):
     (src / "lost-flat.vmdk").write_bytes(bytes(MIB))
-    return str(src), str(src / "lost-flat.vmdk"), "a flat VMDK extent that no descriptor names"
+    return str(src), str(src / "lost-flat.vmdk"), "a VMDK extent that no descriptor names"
 
 
 CASES = [ova_dotdot, ova_absolute, ova_symlink, ova_hardlink, ova_device, ova_directory_member, ova_duplicate,

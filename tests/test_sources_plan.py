@@ -16,7 +16,9 @@ from h2k_planner.sources.vmdk import vmdk_disk
 from h2k_tasks.stages.fetch import unchanged
 from h2k_tasks.stages.fetch_packed import fetch_packed
 from tests.builders.disks import patterned_raw
+from tests.builders.images import vmdk_variants
 from tests.builders.ovf import build_ovf, pack_ova
+from tests.builders.vmware import write_vmx
 from tests.support import h2k
 
 
@@ -90,6 +92,19 @@ def test_directory_source_finds_each_vm_once(tmp_path):
     qemu_img("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "snap.qcow2", cwd=src)
     names = sorted(vm.name for vm in load_sources([str(src)]))
     assert names == ["inova", "snap"]
+
+
+def test_directory_of_a_vmx_with_every_vmdk_subformat_is_one_vm(tmp_path):
+    raws = []
+    for n in range(7):
+        patterned_raw(str(tmp_path / f"r{n}.raw"), 4, 1)
+        raws.append(str(tmp_path / f"r{n}.raw"))
+    src = tmp_path / "src"
+    src.mkdir()
+    vmdks = vmdk_variants(raws, str(src))
+    write_vmx(str(src / "v.vmx"), "v", [("scsi", 0, n, os.path.basename(p)) for n, p in enumerate(vmdks)], "00:50:56:00:00:01")
+    [vm] = load_sources([str(src)])
+    assert vm.name == "v" and len(vm.disks) == 7 and all(d.virtual_size == 4 * 2**20 for d in vm.disks)
 
 
 def test_gzip_ova_member_is_unpacked_by_fetch(tmp_path):

@@ -10,10 +10,10 @@ import os
 
 from h2k_planner.errors import InputError
 from h2k_planner.models import VM
-from h2k_planner.probe import detect_format
 from h2k_planner.sources.disk import DISK_EXTENSIONS, load_disk_image
 from h2k_planner.sources.ova import load_ova
 from h2k_planner.sources.ovf_vm import load_ovf
+from h2k_planner.sources.vmdk import is_bare_extent
 from h2k_planner.sources.vmx import load_vmx
 
 DEFINITIONS = {".vmx": lambda p, a: [load_vmx(p, a)], ".ovf": load_ovf, ".ova": load_ova}
@@ -45,15 +45,15 @@ def load_directory(path: str, allow: tuple[str, ...] = ()) -> list[VM]:
             raise InputError(path, f"more than {MAX_DIRECTORY_FILES} files: name the sources instead")
     ext = {f: os.path.splitext(f)[1].lower() for f in files}
     vms = [vm for f in files if ext[f] in DEFINITIONS for vm in DEFINITIONS[ext[f]](f, allow)]
-    images = [load_disk_image(f, allow) for f in files
-              if ext[f] in DISK_EXTENSIONS and not (ext[f] == ".vmdk" and detect_format(f) == "raw")]
     claimed = {os.path.realpath(c) for vm in vms for d in vm.disks for c in d.chain}
+    rest = [f for f in files if ext[f] in DISK_EXTENSIONS and os.path.realpath(f) not in claimed]
+    extents = [f for f in rest if ext[f] == ".vmdk" and is_bare_extent(f)]
+    images = [load_disk_image(f, allow) for f in rest if f not in extents]
     claimed |= {os.path.realpath(c) for vm in images for c in vm.disks[0].chain[1:]}
     vms += [vm for vm in images if os.path.realpath(vm.source) not in claimed]
-    unread = [f for f in files if ext[f] == ".vmdk" and os.path.realpath(f) not in claimed
-              and detect_format(f) == "raw"]
+    unread = [f for f in extents if os.path.realpath(f) not in claimed]
     if unread:
-        raise InputError(unread[0], "a flat VMDK extent that no descriptor names")
+        raise InputError(unread[0], "a VMDK extent that no descriptor names")
     if not vms:
         raise InputError(path, "no VMs found (.vmx, .ovf, .ova or disk images)")
     return vms
