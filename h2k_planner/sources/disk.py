@@ -29,10 +29,7 @@ def image_disk(path: str, scope: Scope, **placement) -> tuple[Disk, list[Concern
         for (f, _), h in zip([x for x in files if x[1] != "data-file"], headers):
             check_size(f, h.size, "declared size")
         if any(h.encrypted for h in headers):
-            concerns.append(Concern(
-                id="encrypted-disk", severity=Severity.critical,
-                message=f"{os.path.basename(path)} is an encrypted qcow2; it cannot be converted without its key",
-                remedy="decrypt it with qemu-img convert --object secret,... first"))
+            concerns.append(encrypted_disk(os.path.basename(path)))
     elif fmt == "vpc":
         _check_vhd(path)
     chain = [f for f, kind in files if kind != "data-file"]
@@ -51,6 +48,12 @@ def image_disk(path: str, scope: Scope, **placement) -> tuple[Disk, list[Concern
                 allocated_size=sum(int(layer.get("actual-size", 0)) for layer in info),
                 chain=[f for f, _ in files], depth=len(chain), **placement)
     return disk, concerns
+
+
+def encrypted_disk(name: str) -> Concern:
+    return Concern(id="encrypted-disk", severity=Severity.critical,
+                   message=f"{name} is an encrypted qcow2; it cannot be converted without its key",
+                   remedy="decrypt it with qemu-img convert --object secret,... first")
 
 
 def _check_vhd(path: str) -> None:

@@ -16,6 +16,7 @@ from typing import Iterable
 from h2k_planner.errors import InputError
 from h2k_planner.models import VM, Disk
 from h2k_planner.probe import format_of, qemu_img_info
+from h2k_planner.sources.disk import encrypted_disk
 from h2k_planner.sources.ovf import MAX_OVF, FileRef
 from h2k_planner.sources.ovf_vm import CHUNK, Window, envelope_vms, gunzip_head, packed_disk
 from h2k_planner.sources.manifest import MAX_MANIFEST
@@ -86,14 +87,14 @@ class OvaArchive:
                 left -= len(chunk)
                 yield chunk
 
-    def disk(self, ref: FileRef, capacity: int | None, placement: dict) -> Disk:
+    def disk(self, ref: FileRef, capacity: int | None, placement: dict) -> tuple[Disk, list]:
         info = self.member(ref.href)
         with open(self.source, "rb") as f:
             f.seek(info.offset_data)
             if ref.gzip:
                 head, tail = gunzip_head(self.source, Window(f, info.size))
                 return packed_disk(self.source, self.source, info.offset_data, info.size, head, tail,
-                                   capacity, placement)
+                                   capacity, placement), []
             head = f.read(min(1024, info.size))
             tail = b""
             if info.size >= 512:
@@ -117,7 +118,7 @@ class OvaArchive:
             raise InputError(self.source, f"disk member {ref.href} has a backing chain")
         return Disk(source=spec, format=fmt, allocated_size=info.size, chain=[self.source],
                     virtual_size=check_size(self.source, int(layers[0]["virtual-size"]), "virtual size"),
-                    **placement)
+                    **placement), ([encrypted_disk(ref.href)] if fmt == "qcow2" and head[32:36] != bytes(4) else [])
 
 
 def load_ova(path: str, allow: tuple[str, ...] = ()) -> list[VM]:

@@ -26,7 +26,7 @@ class Container(Protocol):
 
     def chunks(self, name: str) -> Iterable[bytes]: ...
 
-    def disk(self, ref: FileRef, capacity: int | None, placement: dict) -> Disk: ...
+    def disk(self, ref: FileRef, capacity: int | None, placement: dict) -> tuple[Disk, list[Concern]]: ...
 
 
 class Window:
@@ -83,14 +83,13 @@ class OvfDirectory:
             while chunk := f.read(CHUNK):
                 yield chunk
 
-    def disk(self, ref: FileRef, capacity: int | None, placement: dict) -> Disk:
+    def disk(self, ref: FileRef, capacity: int | None, placement: dict) -> tuple[Disk, list[Concern]]:
         path = self._path(ref.href)
         if not ref.gzip:
-            disk, _ = image_disk(path, self.scope, **placement)
-            return disk
+            return image_disk(path, self.scope, **placement)
         with open(path, "rb") as f:
             head, tail = gunzip_head(self.source, f)
-        return packed_disk(self.source, path, 0, os.path.getsize(path), head, tail, capacity, placement)
+        return packed_disk(self.source, path, 0, os.path.getsize(path), head, tail, capacity, placement), []
 
 
 def load_ovf(path: str, allow: tuple[str, ...] = ()) -> list[VM]:
@@ -164,7 +163,8 @@ def _vm(path: str, env: Envelope, system: System, container: Container, kind: st
     disks = []
     for index, (_, ctl, unit, bus, ref, capacity) in enumerate(sorted(slots, key=lambda s: s[:3])):
         placement = {"bus": bus, "controller": ctl, "unit": unit, "index": index}
-        disk = container.disk(ref, capacity, placement)
+        disk, found = container.disk(ref, capacity, placement)
+        concerns += found
         if capacity and disk.virtual_size != capacity:
             concerns.append(Concern(id="capacity-mismatch", severity=Severity.warning,
                                     message=f"{ref.href}: the OVF declares {capacity} bytes, the image holds {disk.virtual_size}",
