@@ -43,12 +43,12 @@ class Packed(Strict):
 
     file: str = Field(description="absolute path of the file holding the bytes (a .gz or an .ova)")
     offset: int = Field(0, ge=0, description="where the bytes start in that file")
-    size: int = Field(ge=0, description="how many bytes to read")
-    gzip: bool = True
+    size: int = Field(ge=0, description="how many gzip'd bytes to read")
 
 
 class Disk(Strict):
-    source: str = Field(description="absolute path of the top of the chain as read by qemu-img")
+    source: str = Field(description="absolute path of the top of the chain as read by qemu-img "
+                                    "(a qemu `json:` image spec for a disk read in place from an OVA)")
     format: str = Field(description="format of the top image as probed from its content")
     virtual_size: int = Field(ge=0, description="guest-visible size in bytes")
     allocated_size: int = Field(default=0, ge=0, description="bytes the chain occupies on disk")
