@@ -1,6 +1,6 @@
 """Every source kind migrated on the real pipeline in ONE `h2k migrate` (one wave, one worker):
 an OVA read in place, an OVF with gzip'd disks (unpacked by fetch), a VMX whose disks cover every
-VMDK subformat, and a directory of bare VHD/VHDX/VDI/raw/qcow2-chain images. Each output must
+VMDK subformat (and an ESXi vmfsSparse snapshot), and a directory of bare VHD/VHDX/VDI/raw/qcow2-chain images. Each output must
 equal its source (`qemu-img compare`)."""
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _compare(a: str, a_fmt: str, b: str, b_fmt: str) -> subprocess.CompletedProc
 def wave(tmp_path_factory):
     base = tmp_path_factory.mktemp("sources")
     raws = []
-    for n in range(16):
+    for n in range(17):
         raw = str(base / f"r{n}.raw")
         patterned_raw(raw, 8, 2)
         raws.append(raw)
@@ -36,13 +36,13 @@ def wave(tmp_path_factory):
     ova = pack_ova(build_ovf(str(base / "ova-build"), "appliance", raws[0:1]), str(src / "appliance.ova"))
     ovf = build_ovf(str(src / "pkg"), "packaged", raws[1:3], gzip_disks=True, firmware="efi")
     os.makedirs(src / "vmx")
-    vmdks = vmdk_variants(raws[3:10], str(src / "vmx"))
+    vmdks = vmdk_variants(raws[3:11], str(src / "vmx"))
     vmx = str(src / "vmx" / "variants.vmx")
     write_vmx(vmx, "variants", [("scsi", 0, n, os.path.basename(p)) for n, p in enumerate(vmdks)], "00:50:56:00:00:07")
-    bare = bare_images(raws[10:16], str(src / "bare"))
+    bare = bare_images(raws[11:17], str(src / "bare"))
     expected = {"appliance": [(raws[0], "raw")], "packaged": [(raws[1], "raw"), (raws[2], "raw")],
-                "variants": [(r, "raw") for r in raws[3:10]]}
-    expected |= {name: [(raws[10 + n], "raw")] for n, name in enumerate(["dyn", "fixed", "hyperv", "vbox", "plain"])}
+                "variants": [(r, "raw") for r in raws[3:11]]}
+    expected |= {name: [(raws[11 + n], "raw")] for n, name in enumerate(["dyn", "fixed", "hyperv", "vbox", "plain"])}
     expected["top"] = [(bare["top"], "qcow2")]
     out = str(base / "out")
     plan = h2k("plan", ova, ovf, vmx, str(src / "bare"), "-o", out, "--json")
@@ -58,7 +58,8 @@ def test_plan_inventories_every_kind(wave):
     assert vms["appliance"]["nics"][0]["mac"] == "00:50:56:aa:bb:01" and vms["appliance"]["cpus"] == 2
     assert vms["appliance"]["memory_mib"] == 768 and vms["appliance"]["guest_os"] == "debian12_64Guest"
     assert vms["packaged"]["firmware"] == "efi" and all(d["packed"] for d in vms["packaged"]["disks"])
-    assert [d["format"] for d in vms["variants"]["disks"]] == ["vmdk"] * 6 + ["raw"]
+    assert [d["format"] for d in vms["variants"]["disks"]] == ["vmdk"] * 6 + ["raw", "vmdk"]
+    assert vms["variants"]["disks"][7]["depth"] == 2  # the vmfsSparse snapshot over its vmfs base
     assert {vms[n]["disks"][0]["format"] for n in ("dyn", "fixed")} == {"vpc"}
     assert (vms["hyperv"]["disks"][0]["format"], vms["vbox"]["disks"][0]["format"]) == ("vhdx", "vdi")
     assert vms["top"]["disks"][0]["depth"] == 2 and vms["plain"]["disks"][0]["format"] == "raw"

@@ -96,7 +96,7 @@ def test_directory_source_finds_each_vm_once(tmp_path):
 
 def test_directory_of_a_vmx_with_every_vmdk_subformat_is_one_vm(tmp_path):
     raws = []
-    for n in range(7):
+    for n in range(8):
         patterned_raw(str(tmp_path / f"r{n}.raw"), 4, 1)
         raws.append(str(tmp_path / f"r{n}.raw"))
     src = tmp_path / "src"
@@ -104,7 +104,7 @@ def test_directory_of_a_vmx_with_every_vmdk_subformat_is_one_vm(tmp_path):
     vmdks = vmdk_variants(raws, str(src))
     write_vmx(str(src / "v.vmx"), "v", [("scsi", 0, n, os.path.basename(p)) for n, p in enumerate(vmdks)], "00:50:56:00:00:01")
     [vm] = load_sources([str(src)])
-    assert vm.name == "v" and len(vm.disks) == 7 and all(d.virtual_size == 4 * 2**20 for d in vm.disks)
+    assert vm.name == "v" and len(vm.disks) == 8 and all(d.virtual_size == 4 * 2**20 for d in vm.disks)
 
 
 def test_gzip_ova_member_is_unpacked_by_fetch(tmp_path):

@@ -200,14 +200,14 @@ def _check_extent(desc: Descriptor, ext: Extent) -> None:
 
 
 def is_bare_extent(path: str) -> bool:
-    """True for a VMDK file that is only an extent (flat data, or a sparse extent without an
-    embedded descriptor): it belongs to some descriptor and is never a disk on its own."""
+    """True for a VMDK file that is only an extent (flat data, an ESXi COWD delta, or a hosted
+    sparse extent without an embedded descriptor): it belongs to some descriptor and is never a disk on its own."""
     with open(path, "rb") as f:
         head = f.read(512)
     if head[:4] == b"KDMV":
         offset, size = struct.unpack_from("<QQ", head, 28)
         return offset == 0 or size == 0
-    return not head.lstrip(b"\xef\xbb\xbf").startswith(DESCRIPTOR_MAGIC) and head[:4] != b"COWD"
+    return not head.lstrip(b"\xef\xbb\xbf").startswith(DESCRIPTOR_MAGIC)  # flat data or a COWD extent
 
 
 def chain_files(chain: list[Descriptor]) -> list[str]:

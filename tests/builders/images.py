@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 
 from tests.builders.disks import run
 
@@ -30,14 +31,47 @@ def vmfs_descriptor(raw: str, out_dir: str, stem: str, create_type: str = "vmfs"
     return path
 
 
+def vmfs_sparse_chain(raw: str, out_dir: str, stem: str, sector: int = 5) -> str:
+    """An ESXi snapshot: a vmfs base holding `raw` with one sector zeroed, and a vmfsSparse (COWD)
+    delta holding that sector, so the chain reads exactly `raw`. Returns the delta's descriptor."""
+    base = vmfs_descriptor(raw, out_dir, f"{stem}-base")
+    with open(os.path.join(out_dir, f"{stem}-base-flat.vmdk"), "r+b") as f:
+        f.seek(sector * 512)
+        f.write(bytes(512))
+    with open(raw, "rb") as f:
+        f.seek(sector * 512)
+        grain = f.read(512)
+    sectors = os.path.getsize(raw) // 512
+    l1_size = -(-sectors // 4096)  # one L2 table of 4096 one-sector grains per L1 entry
+    l2_at = 4 + l1_size
+    grain_at = l2_at + 32
+    delta = bytearray((grain_at + 1) * 512)
+    struct.pack_into("<4s10I", delta, 0, b"COWD", 1, 3, sectors, 1, 4, l1_size, grain_at + 1, 0, 0, 0)
+    struct.pack_into("<I", delta, 4 * 512, l2_at)
+    struct.pack_into("<I", delta, l2_at * 512 + sector * 4, grain_at)
+    delta[grain_at * 512:] = grain
+    with open(os.path.join(out_dir, f"{stem}-delta.vmdk"), "wb") as f:
+        f.write(delta)
+    path = os.path.join(out_dir, f"{stem}.vmdk")
+    with open(path, "w") as f:
+        f.write(f'# Disk DescriptorFile\nversion=1\nencoding="UTF-8"\nCID=22222222\nparentCID=fffffffe\n'
+                f'createType="vmfsSparse"\nparentFileNameHint="{os.path.basename(base)}"\n\n# Extent description\n'
+                f'RW {sectors} VMFSSPARSE "{stem}-delta.vmdk"\n\n# The Disk Data Base\n#DDB\n\n'
+                f'ddb.adapterType = "lsilogic"\n')
+    return path
+
+
 def vmdk_variants(raws: list[str], out_dir: str) -> list[str]:
-    """One VMDK per raw, cycling through every subformat qemu-img writes, then vmfs and vmfsThin."""
-    kinds = VMDK_SUBFORMATS + ["vmfs", "vmfsThin"]
+    """One VMDK per raw, cycling through every subformat qemu-img writes, then vmfs, vmfsThin and a
+    vmfsSparse snapshot over a vmfs base."""
+    kinds = VMDK_SUBFORMATS + ["vmfs", "vmfsThin", "vmfsSparse"]
     paths = []
     for n, (raw, kind) in enumerate(zip(raws, kinds)):
         stem = f"d{n}-{kind}"
         if kind in VMDK_SUBFORMATS:
             paths.append(convert(raw, os.path.join(out_dir, f"{stem}.vmdk"), "vmdk", "-o", f"subformat={kind}"))
+        elif kind == "vmfsSparse":
+            paths.append(vmfs_sparse_chain(raw, out_dir, stem))
         else:
             paths.append(vmfs_descriptor(raw, out_dir, stem, kind))
     return paths
