@@ -16,7 +16,7 @@ from h2k_planner.sources.vmdk import vmdk_disk
 from h2k_tasks.stages.fetch import unchanged
 from h2k_tasks.stages.fetch_packed import fetch_packed
 from tests.builders.disks import patterned_raw
-from tests.builders.images import vmdk_variants
+from tests.builders.images import vmdk_variants, vmfs_sparse_chain
 from tests.builders.ovf import build_ovf, pack_ova
 from tests.builders.vmware import write_vmx
 from tests.support import h2k
@@ -90,8 +90,10 @@ def test_directory_source_finds_each_vm_once(tmp_path):
     pack_ova(build_ovf(str(tmp_path / "build"), "inova", [str(tmp_path / "r.raw")]), str(src / "inova.ova"))
     qemu_img("convert", "-f", "raw", "-O", "qcow2", str(tmp_path / "r.raw"), str(src / "base.qcow2"))
     qemu_img("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "snap.qcow2", cwd=src)
-    names = sorted(vm.name for vm in load_sources([str(src)]))
-    assert names == ["inova", "snap"]
+    vmfs_sparse_chain(str(tmp_path / "r.raw"), str(src), "esx")  # esx.vmdk -> esx-base.vmdk, two extents
+    vms = {vm.name: vm for vm in load_sources([str(src)])}
+    assert sorted(vms) == ["esx", "inova", "snap"]
+    assert vms["esx"].disks[0].depth == 2 and vms["snap"].disks[0].depth == 2
 
 
 def test_directory_of_a_vmx_with_every_vmdk_subformat_is_one_vm(tmp_path):
