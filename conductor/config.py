@@ -28,6 +28,7 @@ class VMOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
     host: str | None = Field(None, description="run this VM on this worker host")
     guest: bool = Field(True, description="false: copy the disks only, no guest inspection or fixes")
+    allow_concerns: list[str] = Field(default_factory=list, description="Critical concern ids to migrate anyway")
 
 
 class LimitsConfig(BaseModel):
@@ -59,6 +60,9 @@ class Config(BaseModel):
         if self.worker.broker_url:
             raise ValueError("set broker_url at the top level, not under worker")
         return self
+
+    def allowed_concerns(self) -> dict[str, list[str]]:
+        return {name: vm.allow_concerns for name, vm in self.vms.items()}
 
     def worker_settings(self, **changes) -> Settings:
         return self.worker.model_copy(update={"broker_url": self.broker_url, **changes})

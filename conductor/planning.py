@@ -5,6 +5,7 @@ from __future__ import annotations
 from conductor.config import Config
 from conductor.driver import Driver, Limits
 from conductor.hosts import live_hosts
+from h2k_planner.concerns import review
 from h2k_planner.errors import InputError
 from h2k_planner.models import Output, Plan
 from h2k_planner.placement import place
@@ -13,19 +14,21 @@ from h2k_planner.sources import load_sources
 from h2k_tasks.state import State
 
 
-def plan_wave(cfg: Config, sources: list[str], output_dir: str, state: State | None) -> Plan:
+def plan_wave(cfg: Config, sources: list[str], output_dir: str, state: State | None,
+              allow: tuple[str, ...] = ()) -> Plan:
+    """`allow`: directories outside a source's own that its descriptors may point into."""
     if not sources:
         raise InputError(None, "no sources: name them on the command line or under sources: in the wave file")
     if cfg.output.compress and cfg.output.format != "qcow2":
         raise InputError(None, "--compress needs the qcow2 output format")
-    vms = load_sources(sources)
+    output = Output(directory=output_dir, format=cfg.output.format, compress=cfg.output.compress)
+    vms = review(load_sources(sources, allow), output)
     unknown = sorted(set(cfg.vms) - {vm.name for vm in vms})
     if unknown:
         raise InputError(None, f"config names VMs that no source has: {', '.join(unknown)}")
     pinned = {name: o.host for name, o in cfg.vms.items() if o.host}
     hosts = place(vms, cfg.placement, live_hosts(state) if state else [], pinned)
-    return make_plan(vms, Output(directory=output_dir, format=cfg.output.format, compress=cfg.output.compress),
-                     hosts=hosts, no_guest={name for name, o in cfg.vms.items() if not o.guest}, name=cfg.name)
+    return make_plan(vms, output, hosts=hosts, no_guest={name for name, o in cfg.vms.items() if not o.guest}, name=cfg.name)
 
 
 def driver_for(cfg: Config, state: State, plan: Plan) -> Driver:

@@ -37,8 +37,18 @@ class Concern(Strict):
     remedy: str = ""
 
 
+class Packed(Strict):
+    """Bytes the fetch stage must unpack into the VM's output directory before conversion:
+    a gzip'd disk, alone or as a member of an OVA."""
+
+    file: str = Field(description="absolute path of the file holding the bytes (a .gz or an .ova)")
+    offset: int = Field(0, ge=0, description="where the bytes start in that file")
+    size: int = Field(ge=0, description="how many gzip'd bytes to read")
+
+
 class Disk(Strict):
-    source: str = Field(description="absolute path of the top of the chain as read by qemu-img")
+    source: str = Field(description="absolute path of the top of the chain as read by qemu-img "
+                                    "(a qemu `json:` image spec for a disk read in place from an OVA)")
     format: str = Field(description="format of the top image as probed from its content")
     virtual_size: int = Field(ge=0, description="guest-visible size in bytes")
     allocated_size: int = Field(default=0, ge=0, description="bytes the chain occupies on disk")
@@ -48,6 +58,7 @@ class Disk(Strict):
     controller: int = 0
     unit: int = 0
     index: int = Field(0, ge=0, description="position in boot order, 0 boots first")
+    packed: Packed | None = Field(None, description="set when the fetch stage must unpack the source first")
 
 
 class Nic(Strict):

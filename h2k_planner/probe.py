@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 
 from h2k_planner.errors import InputError
@@ -27,6 +28,8 @@ _MAGICS: list[tuple[int, bytes, str]] = [
 def detect_format(path: str) -> str:
     """Format name as qemu-img calls it, read from the file's content."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path):
+            raise InputError(path, "is not a regular file (device, FIFO or socket)")
         with open(path, "rb") as f:
             head = f.read(1024)
             size = os.fstat(f.fileno()).st_size
@@ -42,6 +45,11 @@ def detect_format(path: str) -> str:
         raise InputError(path, "cannot be read (permission denied)") from None
     if not head:
         raise InputError(path, "is empty")
+    return format_of(head, tail)
+
+
+def format_of(head: bytes, tail: bytes) -> str:
+    """Format name from an image's first 1024 and last 512 bytes."""
     if head.lstrip(b"\xef\xbb\xbf").startswith(DESCRIPTOR_MAGIC):
         return "vmdk"
     for offset, magic, fmt in _MAGICS:

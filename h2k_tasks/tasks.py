@@ -13,6 +13,7 @@ from h2k_tasks.settings import Settings, redis_url
 from h2k_tasks.stages import StageFailed, output_path
 from h2k_tasks.stages.convert import convert_disk
 from h2k_tasks.stages.fetch import fetch_local, unchanged
+from h2k_tasks.stages.fetch_packed import fetch_packed, readable, unpacked_path
 from h2k_tasks.stages.finalize import finalize_vm
 from h2k_tasks.stages.guest import guest_stage
 from h2k_tasks.stages.validate import validate_vm
@@ -36,6 +37,9 @@ def _outputs(run: StageRun) -> list[str]:
 
 # ---- the stages' work, and how to tell a recorded result still holds --------------------------
 def _fetch(run: StageRun) -> dict:
+    if run.disk.packed:
+        dest = unpacked_path(run.plan.output, run.pvm.vm, run.disk)
+        return fetch_packed(run.disk, dest, f"g{run.gen}", run.alive, run.owns)
     return fetch_local(run.disk)
 
 
@@ -47,14 +51,14 @@ def _convert(run: StageRun) -> dict:
         run.progress(done, run.disk.virtual_size)
 
     dest = output_path(run.plan.output, run.pvm.vm, run.disk)
-    return convert_disk(run.disk, run.plan.output, dest, f"g{run.gen}", tick, progress, run.owns)
+    return convert_disk(readable(run.plan.output, run.pvm.vm, run.disk), run.plan.output, dest, f"g{run.gen}", tick, progress, run.owns)
 
 
 def _verify(run: StageRun) -> dict:
     dest = output_path(run.plan.output, run.pvm.vm, run.disk)
     if not atomic.still_same(run.result_of(run.ref.lane, "convert")):
         raise StageFailed(f"{dest}: changed since it was converted")
-    return verify_disk(run.disk, run.plan.output, dest, run.alive)
+    return verify_disk(readable(run.plan.output, run.pvm.vm, run.disk), run.plan.output, dest, run.alive)
 
 
 def _guest(run: StageRun) -> dict:

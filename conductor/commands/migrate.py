@@ -17,6 +17,7 @@ from conductor.driver import VMView
 from conductor.embedded import Embedded
 from conductor.progress import WaveProgress, summary_table
 from conductor.planning import driver_for, plan_wave
+from h2k_planner.concerns import gate
 from h2k_planner.errors import InputError
 from h2k_planner.placement import LOCAL_HOST
 from h2k_planner.plan import FINAL_STAGE
@@ -27,12 +28,14 @@ from h2k_tasks.state import State, decode
 
 def register(sub) -> None:
     p = sub.add_parser("migrate", help="migrate VMs to KVM")
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="a VMware .vmx")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="a .vmx, .ovf, .ova, disk image, or a directory of them")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory, one sub-directory per VM")
     p.add_argument("--format", choices=["qcow2", "raw"], help="output disk format (default qcow2)")
     p.add_argument("--compress", action="store_true", default=None, help="zstd-compressed qcow2")
     p.add_argument("--dry-run", action="store_true", help="read and plan everything, write nothing")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
+                   help="let descriptors and backing files point into DIR too (repeatable)")
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -41,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args, output={"format": args.format, "compress": args.compress})
     out_dir = require_output_dir(args.output)
     state = State.from_url(redis_url(cfg.broker_url)) if cfg.broker_url else None
-    plan = plan_wave(cfg, args.sources, out_dir, state)
+    plan = plan_wave(cfg, args.sources, out_dir, state, allow=tuple(args.allow_path))
+    gate([p.vm for p in plan.vms], cfg.allowed_concerns())
     if state is None and any(p.host != LOCAL_HOST for p in plan.vms):
         raise InputError(None, f"without a broker only the embedded host {LOCAL_HOST!r} runs VMs; "
                                "remove the host overrides or give --broker")

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from conductor.commands.common import add_config_args, load_config
 from conductor.planning import plan_wave
+from h2k_planner.concerns import gate
 from h2k_planner.models import Plan
 from h2k_tasks.settings import redis_url
 from h2k_tasks.state import State
@@ -21,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("sources", nargs="*", metavar="SOURCE", help="default: the config's sources")
     p.add_argument("-o", "--output", default=".", metavar="DIR", help="output directory the plan targets")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
+                   help="let descriptors and backing files point into DIR too (repeatable)")
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -28,7 +31,10 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     state = State.from_url(redis_url(cfg.broker_url)) if cfg.broker_url else None
-    print_plan(plan_wave(cfg, args.sources or cfg.sources, os.path.abspath(args.output), state), as_json=args.json)
+    plan = plan_wave(cfg, args.sources or cfg.sources, os.path.abspath(args.output), state,
+                     allow=tuple(args.allow_path))
+    print_plan(plan, as_json=args.json)
+    gate([p.vm for p in plan.vms], cfg.allowed_concerns())  # after printing: the inventory is still shown
     return 0
 
 

@@ -22,6 +22,7 @@ from conductor.driver import Driver, VMView
 from conductor.embedded import Embedded
 from conductor.planning import driver_for, plan_wave
 from conductor.report import markdown
+from h2k_planner.concerns import gate
 from h2k_planner.errors import InputError
 from h2k_planner.models import Plan
 from h2k_planner.plan import FINAL_STAGE
@@ -113,6 +114,7 @@ def _submit(args: argparse.Namespace) -> int:
     sources = [s if os.path.isabs(s) else os.path.join(base, s) for s in cfg.sources]
     started = time.perf_counter()
     plan = plan_wave(cfg, sources, cfg.output.directory, state)
+    gate([p.vm for p in plan.vms], cfg.allowed_concerns())
     driver = driver_for(cfg, state, plan)
     configure(cfg.worker_settings())
     driver.submit()

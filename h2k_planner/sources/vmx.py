@@ -6,6 +6,7 @@ import re
 
 from h2k_planner.errors import InputError
 from h2k_planner.models import VM, Concern, Firmware, Nic, Severity
+from h2k_planner.sources.scope import Scope
 from h2k_planner.sources.vmdk import vmdk_disk
 
 MAX_VMX = 4 * 1024 * 1024
@@ -62,8 +63,9 @@ def _int(path: str, pairs: dict[str, str], key: str, default: int) -> int:
         raise InputError(path, f"{key} = {value!r} is not a number") from None
 
 
-def load_vmx(path: str) -> VM:
+def load_vmx(path: str, allow: tuple[str, ...] = ()) -> VM:
     path = os.path.abspath(path)
+    scope = Scope.of(path, allow)
     pairs = parse_vmx(path)
     if "config.version" not in pairs and "virtualhw.version" not in pairs:
         raise InputError(path, "no config.version or virtualHW.version: not a .vmx")
@@ -88,8 +90,14 @@ def load_vmx(path: str) -> VM:
     disks = []
     concerns: list[Concern] = []
     for index, (_, ctl, unit, bus, name, dev) in enumerate(sorted(slots)):
-        disk_path = name if os.path.isabs(name) else os.path.join(base, name)
-        disks.append(vmdk_disk(disk_path, bus=bus, controller=ctl, unit=unit, index=index))
+        disk_path = scope.resolve(name, base, path)
+        disks.append(vmdk_disk(disk_path, scope, bus=bus, controller=ctl, unit=unit, index=index))
+        if pairs.get(f"{dev}.sharing", "").lower() == "multi-writer" or \
+                pairs.get(f"{bus}{ctl}.sharedbus", "none").lower() not in ("none", ""):
+            concerns.append(Concern(
+                id="shared-disk", severity=Severity.critical,
+                message=f"{dev} is shared with other VMs (multi-writer or a shared SCSI bus)",
+                remedy="migrate the cluster as a whole, or allow the concern for this VM in the config"))
         if "independent" in pairs.get(f"{dev}.mode", "").lower():
             concerns.append(Concern(
                 id="independent-disk", severity=Severity.warning,
@@ -100,6 +108,11 @@ def load_vmx(path: str) -> VM:
             id="snapshot-chain", severity=Severity.info,
             message="disks have snapshot deltas; the migration flattens the chain into one image",
             remedy="none needed; consolidate snapshots in VMware first if you want the source simplified"))
+    if pairs.get("encryption.keysafe") or pairs.get("encryption.data"):
+        concerns.append(Concern(
+            id="encrypted-vm", severity=Severity.critical,
+            message="the VM is encrypted by VMware; its disks cannot be read without the key",
+            remedy="decrypt the VM in vSphere before migrating"))
     firmware = Firmware.efi if pairs.get("firmware", "bios").lower() == "efi" else Firmware.bios
     name = pairs.get("displayname") or os.path.splitext(os.path.basename(path))[0]
     return VM(

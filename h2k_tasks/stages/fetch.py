@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from h2k_planner.models import Disk
+from h2k_tasks import atomic
 from h2k_tasks.stages import StageFailed
 
 
@@ -23,7 +24,9 @@ def fetch_local(disk: Disk) -> dict:
 
 
 def unchanged(result: dict) -> bool:
-    """The recorded source files are still there with the same size and mtime."""
+    """The recorded source files (and an unpacked copy, if any) are still there, same size and mtime."""
+    if "unpacked" in result and not atomic.still_same(result["unpacked"]):
+        return False
     for f in result.get("files", []):
         try:
             st = os.stat(f["path"])

@@ -1,0 +1,75 @@
+"""fetch for packed disks (gzip'd files, gzip'd OVA members): unpack the bytes once into the VM's
+output directory, to a temp name, check qemu-img reads the declared size, and rename. Convert and
+verify then read the unpacked file (`readable()`); the source itself is never written."""
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import zlib
+from typing import Callable
+
+from h2k_planner.models import Disk, Output, VM
+from h2k_planner.sources.ovf_vm import Window
+from h2k_tasks import atomic, process, qemu_img
+from h2k_tasks.stages import StageFailed, vm_dir
+
+CHUNK = 4 * 1024 * 1024
+SLACK = 64 * 1024 * 1024  # metadata an image may carry beyond its virtual size
+
+
+def unpacked_path(output: Output, vm: VM, disk: Disk) -> str:
+    return os.path.join(vm_dir(output, vm), f"{vm.slug}-disk{disk.index}.unpacked.{disk.format}")
+
+
+def readable(output: Output, vm: VM, disk: Disk) -> Disk:
+    """The disk as convert and verify read it: a packed disk's unpacked copy, else itself."""
+    if disk.packed is None:
+        return disk
+    return disk.model_copy(update={"source": unpacked_path(output, vm, disk)})
+
+
+def fetch_packed(disk: Disk, dest: str, tag: str, tick: Callable[[], bool],
+                 owns: Callable[[], bool]) -> dict:
+    packed = disk.packed
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    atomic.remove_temps(dest)
+    temp = atomic.temp_path(dest, tag)
+    limit = disk.virtual_size + disk.virtual_size // 8 + SLACK
+    try:
+        with open(packed.file, "rb") as src, open(temp, "wb") as out:
+            st = os.fstat(src.fileno())
+            src.seek(packed.offset)
+            stream = gzip.GzipFile(fileobj=Window(src, packed.size))
+            written = 0
+            while chunk := stream.read(CHUNK):
+                written += len(chunk)
+                if written > limit:
+                    raise StageFailed(f"{packed.file}: gzip'd disk expands past {limit} bytes")
+                out.write(chunk)
+                if not tick():
+                    raise process.Interrupted("lease lost while unpacking")
+        size = int(qemu_img.info(temp, disk.format)["virtual-size"])
+        if size != disk.virtual_size:
+            raise StageFailed(f"{packed.file}: the unpacked disk holds {size} bytes, the source declares {disk.virtual_size}")
+        if not owns():
+            raise process.Interrupted("lease lost before publishing the unpacked disk")
+    except (OSError, EOFError, zlib.error) as e:
+        _discard(temp)
+        raise StageFailed(f"{packed.file}: cannot unpack: {e}") from None
+    except subprocess.CalledProcessError as e:
+        _discard(temp)
+        raise StageFailed(f"{packed.file}: qemu-img cannot read the unpacked disk: {e.stderr.strip()[-200:]}") from None
+    except BaseException:
+        _discard(temp)
+        raise
+    atomic.publish(temp, dest)
+    return {"files": [{"path": packed.file, "size": st.st_size, "mtime_ns": st.st_mtime_ns}],
+            "unpacked": atomic.identity(dest)}
+
+
+def _discard(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
