@@ -18,11 +18,12 @@ def staged_path(s: Session) -> str:
 
 
 def fix(s: Session) -> None:
+    files = {}
     for choice in s.choices:
         for rel in choice.files:
-            name = rel.rsplit("/", 1)[1]
-            s.write_file(NAME, f"{staged_path(s)}/{choice.driver}/{name}", s.source.read(rel))
+            files[f"{choice.driver}/{rel.rsplit('/', 1)[1]}"] = s.source.read(rel)
         s.log.append(f"staged: {choice.describe()}")
+    s.write_tree(NAME, staged_path(s), files)
     entry = f"%SystemRoot%\\{STAGE}"
     current = s.software.get_str(CURRENT_VERSION, "DevicePath") or "%SystemRoot%\\inf"
     if entry.lower() not in (p.lower() for p in current.split(";")):

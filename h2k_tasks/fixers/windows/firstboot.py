@@ -48,10 +48,9 @@ def fix(s: Session) -> None:
     exe_path = Path(exe)
     if not exe_path.is_file():
         raise InputError(exe_path, "firstboot_service_exe is not a file")
-    s.write_file(NAME, f"{HOME}/{EXE}", exe_path.read_bytes())
-    s.write_file(NAME, f"{HOME}/firstboot.cmd", scripts.runner())
-    for name, content in planned_scripts(s).items():
-        s.write_file(NAME, f"{HOME}/scripts/{name}", content)
+    files = {EXE: exe_path.read_bytes(), "firstboot.cmd": scripts.runner()}
+    files.update({f"scripts/{name}": content for name, content in planned_scripts(s).items()})
+    s.write_tree(NAME, HOME, files)
     win_home = s.windows_path(HOME)
     key = f"{s.control_set}\\Services\\{scripts.SERVICE}"
     for name, value in (
