@@ -10,7 +10,6 @@ import hashlib
 import os
 import subprocess
 import tarfile
-import time
 import uuid
 from pathlib import Path
 
@@ -121,7 +120,8 @@ def run(tmp_path_factory):
             ctx = FixContext(g=g, root=root, inspection={"windows": facts}, vm=vm, options=options)
             r["changes"] = fix_windows(ctx)
             r["log"] = ctx.log
-            r["second"] = fix_windows(FixContext(g=g, root=root, inspection={}, vm=vm, options=options))
+            again = FixContext(g=g, root=root, inspection={"windows": facts}, vm=vm, options=options)
+            r["second"] = fix_windows(again)
             r["after"] = _download_hives(g, facts, tmp / name / "after")
             r["files"] = {}
             for d in ("/Windows/System32/drivers", "/Windows/Drivers/VirtIO", "/Program Files/Hyper2KVM"):
