@@ -9,6 +9,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from h2k_planner.errors import InputError
 from h2k_planner.models import Concern, Severity
 from h2k_tasks.windows.hives import REG_MULTI_SZ, Hive, decode_multi, decode_string
 from h2k_tasks.windows.virtio_win import BOOT_DRIVERS, VirtioWin, boot_choices
@@ -215,7 +216,7 @@ def _driver_concerns(name: str, facts: dict, options: dict) -> list[Concern]:
         return []
     try:
         choices = VirtioWin(path).choose(facts["generation"], facts["arch"])
-    except Exception as e:  # noqa: BLE001 - any unreadable source is the same finding
+    except InputError as e:
         return [Concern(id="windows-virtio-win-unreadable", severity=Severity.critical,
                         message=f"{name}: virtio-win {path} cannot be read: {e}",
                         remedy="Point `virtio_win` at a readable virtio-win ISO or directory.")]

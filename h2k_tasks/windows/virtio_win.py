@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from h2k_planner.errors import InputError
@@ -42,9 +42,6 @@ class DriverChoice:
     def describe(self) -> str:
         note = f" (no {self.wanted} build: nearest older)" if self.fallback else ""
         return f"{self.driver} from {self.driver}/{self.os_dir}/{self.arch}{note}"
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "files": list(self.files), "fallback": self.fallback}
 
 
 class VirtioWin:
