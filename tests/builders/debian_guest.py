@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -185,11 +186,16 @@ def _make_disk(tarball: str, raw: str) -> None:
         g.mkfs("ext4", "/dev/sda1")
         g.mount("/dev/sda1", "/")
         g.tar_in(tarball, "/")
-        g.command(["grub-install", "--target=i386-pc", "/dev/sda"])
+        # Inside the appliance the kernel may name this disk sdb (the appliance's own disk taking
+        # sda), so grub is installed on whatever disk holds / there, and grub.cfg names /dev/sda1 as
+        # the guest will see it on its first controller.
+        disk = g.command(["sh", "-c", 'lsblk -no PKNAME "$(findmnt -no SOURCE /)"']).strip()
+        g.command(["grub-install", "--target=i386-pc", f"/dev/{disk}"])
         g.command(["update-grub"])
-        grub_cfg = g.cat("/boot/grub/grub.cfg")
+        grub_cfg = re.sub(rf"root=/dev/{disk}1 ", f"root={ROOT_DEVICE} ", g.cat("/boot/grub/grub.cfg"))
         if f"root={ROOT_DEVICE} " not in grub_cfg:
             raise RuntimeError(f"grub.cfg does not boot root={ROOT_DEVICE}")
+        g.write("/boot/grub/grub.cfg", grub_cfg)
         g.umount_all()
         g.shutdown()
     finally:
