@@ -94,6 +94,7 @@ def _watch(proc: subprocess.Popen, console: str, errfile: str, timeout: float,
     raw = bytearray()
     with open(console, "rb") as f:
         while True:
+            exited = proc.poll() is not None  # before reading, so its last output is read too
             raw += f.read()
             text = boot_console.clean(raw.decode("utf-8", "replace"))
             elapsed = round(time.monotonic() - start, 1)
@@ -107,10 +108,10 @@ def _watch(proc: subprocess.Popen, console: str, errfile: str, timeout: float,
                     console_tail=boot_console.tail(text), accel=accel.name, accel_reason=accel.reason)
 
             if verdict is not None:
-                reason = ("reached a login prompt" if verdict.booted
+                reason = (f"reached a login prompt after {elapsed:g} s" if verdict.booted
                           else f"{verdict.kind}: {verdict.evidence}")
                 return result(verdict.booted, verdict.kind, reason)
-            if proc.poll() is not None:
+            if exited:
                 return result(False, "qemu-exited",
                               f"QEMU exited with status {proc.returncode} before a verdict: {_last_line(errfile)}")
             if _cancelled(cancel):
@@ -182,6 +183,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def _last_line(path: str) -> str:
+    """QEMU's last message that is not a warning (the sercon-port fw_cfg name always draws one)."""
     with open(path, errors="replace") as f:
-        lines = [ln.strip() for ln in f if ln.strip()]
+        lines = [ln.strip() for ln in f if ln.strip() and ": warning: " not in ln]
     return lines[-1] if lines else "no message"
