@@ -15,6 +15,8 @@ from h2k_tasks.boot_test import boot_test
 from tests.builders.debian_guest import build_debian_guest
 
 BOOT_TIMEOUT = 420
+# The first test to use the guest builds it when this machine's cache is cold: about 10 minutes.
+pytestmark = pytest.mark.timeout(1800)
 
 
 @pytest.fixture(scope="module")

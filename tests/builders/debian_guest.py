@@ -94,6 +94,9 @@ def build_debian_guest(cache_dir: str | None = None) -> DebianGuest:
     with open(os.path.join(cache_dir, ".debian12.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not os.path.exists(os.path.join(final, "facts.json")):
+            for name in os.listdir(cache_dir):  # left by a build that was killed: we hold the lock
+                if name.startswith(".build-"):
+                    _remove_tree(os.path.join(cache_dir, name))
             _build_into(cache_dir, final)
     with open(os.path.join(final, "facts.json")) as f:
         facts = json.load(f)
