@@ -95,7 +95,7 @@ def build_debian_guest(cache_dir: str | None = None) -> DebianGuest:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not os.path.exists(os.path.join(final, "facts.json")):
             for name in os.listdir(cache_dir):  # left by a build that was killed: we hold the lock
-                if name.startswith(".build-"):
+                if name.startswith(".build-debian12-"):
                     _remove_tree(os.path.join(cache_dir, name))
             _build_into(cache_dir, final)
     with open(os.path.join(final, "facts.json")) as f:
@@ -104,7 +104,7 @@ def build_debian_guest(cache_dir: str | None = None) -> DebianGuest:
 
 
 def _build_into(cache_dir: str, final: str) -> None:
-    work = tempfile.mkdtemp(prefix=".build-", dir=cache_dir)
+    work = tempfile.mkdtemp(prefix=".build-debian12-", dir=cache_dir)
     root = os.path.join(work, "root")
     try:
         _debootstrap(root)
