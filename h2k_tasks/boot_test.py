@@ -3,7 +3,8 @@
 The output disks are never written: each gets a throwaway qcow2 overlay. The guest sees virtio-blk
 disks (or another bus, to compare), a virtio-net NIC on QEMU user networking (whose DHCP server
 hands out 10.0.2.15), its own firmware (SeaBIOS or OVMF), and a serial console written to a file
-that is read as it grows. QEMU runs in its own process group and is always killed at the end.
+that is read as it grows. QEMU runs in its own process group and is always killed at the end, and
+with a parent-death signal, so a worker killed outright does not leave it running.
 """
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def boot_test(
         overlays = [_overlay(disk, os.path.join(tmp, f"disk{i}.qcow2")) for i, disk in enumerate(disks)]
         console = console_log or os.path.join(tmp, "console.log")
         open(console, "wb").close()
-        cmd = [QEMU, *accel.qemu_args, "-machine", "pc", "-m", str(memory_mib), "-smp", str(cpus),
+        # setpriv: the kernel kills QEMU too if this worker dies without reaching `finally`.
+        cmd = ["setpriv", "--pdeathsig", "KILL", "--", QEMU, *accel.qemu_args, "-machine", "pc", "-m", str(memory_mib), "-smp", str(cpus),
                "-nodefaults", "-no-user-config", "-display", "none", "-vga", "std", "-no-reboot",
                "-monitor", "none", "-serial", f"file:{console}",
                *_firmware_args(firmware, tmp), *_disk_args(overlays, bus),

@@ -5,7 +5,9 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -30,11 +32,13 @@ def _fingerprint(path: str) -> tuple[int, int, str]:
         return st.st_size, st.st_mtime_ns, hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _qemu_running_with(path: str) -> bool:
+def _qemu_running_with(console: str) -> bool:
+    """Whether a QEMU writing its serial console to `console` is running."""
+    needle = f"file:{console}".encode()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if path.encode() in f.read():
+                if needle in f.read():
                     return True
         except OSError:
             continue
@@ -118,3 +122,20 @@ def test_guest_that_resets_ends_with_qemu_exited(tmp_path):
     result = boot_test([disk], "bios", timeout=30)
     assert (result.booted, result.verdict) == (False, "qemu-exited")
     assert result.reason == "QEMU exited with status 0 before a verdict: no message"
+
+
+def test_qemu_dies_with_a_worker_that_is_killed_outright(guest, tmp_path):
+    console = str(tmp_path / "orphan-console")
+    script = ("import sys; from h2k_tasks.boot_test import boot_test; "
+              "boot_test([sys.argv[1]], 'bios', 600, console_log=sys.argv[2])")
+    worker = subprocess.Popen([sys.executable, "-c", script, guest.vmdk, console])
+    deadline = time.monotonic() + 30
+    while not _qemu_running_with(console):
+        assert time.monotonic() < deadline and worker.poll() is None, "QEMU never started"
+        time.sleep(0.2)
+    worker.kill()
+    worker.wait()
+    deadline = time.monotonic() + 10
+    while _qemu_running_with(console) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _qemu_running_with(console)
