@@ -6,20 +6,30 @@ import re
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][A-Z0-9]|\x1b[=>c]")
 
+
+
+def _line(start: str) -> re.Pattern[str]:
+    """A message line, matched only once complete, so the evidence is never a half-read line."""
+    return re.compile(start + r"[^\n]*(?=\n)", re.M)
+
+
+def _prompt(start: str) -> re.Pattern[str]:
+    """A shell prompt: the last, unterminated line."""
+    return re.compile(r"^" + start + r"[^\n]*", re.M)
+
+
 # Failures first: a guest that panics or drops to a rescue shell never shows a real login.
 # Within a kind, the first pattern that matches gives the evidence (the most telling line first).
 _FAILURES: list[tuple[str, list[re.Pattern[str]]]] = [
-    ("kernel-panic", [re.compile(r"Kernel panic - not syncing[^\n]*")]),
-    ("initramfs-shell", [re.compile(r"^ALERT![^\n]*", re.M),
-                         re.compile(r"Gave up waiting for root[^\n]*"),
-                         re.compile(r"^\(initramfs\)[^\n]*|^dracut:/#[^\n]*", re.M)]),
-    ("emergency-shell", [re.compile(r"You are in (?:emergency|rescue) mode[^\n]*"),
-                         re.compile(r"Give root password for maintenance[^\n]*"),
-                         re.compile(r"Cannot open access to console, the root account is locked[^\n]*")]),
-    ("bootloader-rescue", [re.compile(r"^grub rescue>[^\n]*", re.M)]),
-    ("no-boot-device", [re.compile(r"No bootable device[^\n]*"),
-                        re.compile(r"No bootable option or device was found[^\n]*"),
-                        re.compile(r"starting Boot\w+ \"EFI Internal Shell\"")]),
+    ("kernel-panic", [_line(r"Kernel panic - not syncing")]),
+    ("initramfs-shell", [_line(r"^ALERT!"), _prompt(r"\(initramfs\)"), _prompt(r"dracut:/#")]),
+    ("emergency-shell", [_line(r"You are in (?:emergency|rescue) mode"),
+                         _line(r"Give root password for maintenance"),
+                         _line(r"Cannot open access to console, the root account is locked")]),
+    ("bootloader-rescue", [_prompt(r"grub rescue>")]),
+    ("no-boot-device", [_line(r"No bootable device"),
+                        _line(r"BdsDxe: No bootable option or device was found"),
+                        _line(r"BdsDxe: starting Boot\w+ \"EFI Internal Shell\"")]),
 ]
 _LOGIN = re.compile(r"^[\w.-]+ login:", re.M)
 # QEMU user networking hands out 10.0.2.15 (and up) from its DHCP server.

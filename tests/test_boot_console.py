@@ -49,6 +49,13 @@ def test_initramfs_shell_fails_with_the_alert_line():
     assert v.evidence == "ALERT!  /dev/sda1 does not exist.  Dropping to a shell!"
 
 
+def test_a_half_read_failure_line_waits_for_its_end():
+    half = INITRAMFS[:INITRAMFS.index("Dropping")]
+    assert classify(half) is None  # "Gave up waiting" alone: the ALERT line is on its way
+    assert classify(half + "Dropping to a shell!\n").evidence == "ALERT!  /dev/sda1 does not exist.  Dropping to a shell!"
+    assert classify(PANIC[:PANIC.index("fs on")]) is None
+
+
 def test_bare_busybox_prompt_is_an_initramfs_shell():
     assert classify("Begin: Loading essential drivers ... done.\n(initramfs) ").kind == "initramfs-shell"
 
