@@ -5,7 +5,10 @@ for the report and for the fixers.
 """
 from __future__ import annotations
 
+import os
+
 from h2k_planner.models import VM
+from h2k_tasks.accel import libguestfs_env
 from h2k_tasks.stages import StageFailed
 
 ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -14,9 +17,7 @@ ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 def open_session(paths: list[str], fmt: str, readonly: bool):
     import guestfs
 
-    from h2k_tasks.accel import libguestfs_env
-
-    libguestfs_env()
+    os.environ.update(libguestfs_env())
     g = guestfs.GuestFS(python_return_dict=True)
     for path in paths:
         g.add_drive_opts(path, format=fmt, readonly=readonly)
