@@ -71,7 +71,7 @@ def inspect_linux(g, root: str) -> dict:
             package_manager=_package_manager(g),
             network=network_backends(g),
             selinux=selinux_mode(g),
-            efi=g.is_dir("/boot/efi/EFI"),
+            efi=bool(g.is_dir("/boot/efi/EFI")),
             **bootloader_facts(g),
         )
     return facts

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from h2k_planner.models import VM, Disk, Firmware, Nic
 from h2k_tasks.fixers import FixContext
+from h2k_tasks.fixers.guestfiles import read
+from h2k_tasks.fixers.linux import fix_linux
 from h2k_tasks.inspect_linux import inspect_linux
 from tests.builders import phony_linux
 from tests.builders.phony_recipes import MAC
@@ -21,12 +23,25 @@ class Guest:
     ctx: FixContext
 
     def read(self, path: str) -> str:
-        return self.g.read_file(path).decode()
+        text = read(self.g, path)
+        assert text is not None, f"{path} is missing"
+        return text
 
     def calls(self) -> list[str]:
         if not self.g.is_file(phony_linux.CALLS_LOG):
             return []
         return self.read(phony_linux.CALLS_LOG).splitlines()
+
+
+def fixed_guest(name: str, workdir: Path, firmware: str = "bios", options: dict | None = None):
+    """Open the guest, run fix_linux twice; yield (guest, first changes, second changes), then close."""
+    guest = open_guest(name, workdir, firmware, options)
+    try:
+        first = fix_linux(guest.ctx)
+        second = fix_linux(guest.ctx)
+        yield guest, first, second
+    finally:
+        guest.g.close()
 
 
 def open_guest(name: str, workdir: Path, firmware: str = "bios", options: dict | None = None) -> Guest:
@@ -36,7 +51,7 @@ def open_guest(name: str, workdir: Path, firmware: str = "bios", options: dict |
     os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
     g = guestfs.GuestFS(python_return_dict=True)
     disks = []
-    for i, image in enumerate(phony_linux.guest_images(name)):
+    for i, image in enumerate(phony_linux.build_all()[name]):
         overlay = workdir / f"{name}-{i}.qcow2"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image), str(overlay)],
                        check=True)

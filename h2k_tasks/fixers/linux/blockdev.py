@@ -34,17 +34,20 @@ class Resolver:
         self.devices = g.list_devices()
         self.partitions = set(g.list_partitions())
         self.mounted = {mp: dev for dev, mp in g.mountpoints().items()}
-        self.swaps = [d for d, t in g.list_filesystems().items() if t == "swap"]
+        self._ids: dict[str, dict] = {}
 
     def spec(self, name: str, mountpoint: str | None, swap: bool = False) -> str | None:
         dev = self.mounted.get(mountpoint) if mountpoint else None
         dev = dev or self._by_position(name)
-        if dev is None and swap and len(self.swaps) == 1:
-            dev = self.swaps[0]
+        if dev is None and swap:
+            swaps = [d for d, t in self.g.list_filesystems().items() if t == "swap"]
+            dev = swaps[0] if len(swaps) == 1 else None
         if dev is None:
             self.log.append(f"{FIXER}: cannot tell which disk {name} is; left as it is")
             return None
-        ids = self.g.blkid(dev)
+        if dev not in self._ids:
+            self._ids[dev] = self.g.blkid(dev)
+        ids = self._ids[dev]
         for key, tag in (("UUID", "UUID"), ("PART_ENTRY_UUID", "PARTUUID"), ("LABEL", "LABEL")):
             if ids.get(key):
                 return f"{tag}={ids[key]}"

@@ -34,8 +34,10 @@ def grub_default_with_serial(text: str) -> str:
     m = GRUB_VAR.search(text)
     if not m:
         return text + ("" if text.endswith("\n") or not text else "\n") + f'GRUB_CMDLINE_LINUX="{" ".join(SERIAL)}"\n'
-    return text[:m.start(3)] + with_serial(m.group(3)) + text[m.end(3):] if m.group(2) else \
-        text[:m.start(2)] + '"' + with_serial(m.group(3)) + '"' + text[m.end(3):]
+    args = with_serial(m.group(3))
+    if args == m.group(3):
+        return text
+    return text[:m.start(2)] + f'"{args}"' + text[m.end(3) + len(m.group(2)):]
 
 
 def grub_args(default_grub: str) -> list[str]:
@@ -49,7 +51,10 @@ def cfg_is_stale(cfg: str, args: list[str]) -> bool:
 
 
 def add_to_linux_lines(cfg: str) -> str:
-    return LINUX_LINE.sub(lambda m: m.group(1) + " " + with_serial(m.group(2)), cfg)
+    def sub(m: re.Match) -> str:
+        args = with_serial(m.group(2))
+        return m.group(0) if args == m.group(2) else f"{m.group(1)} {args}"
+    return LINUX_LINE.sub(sub, cfg)
 
 
 def _serial(ctx: FixContext) -> list[Change]:

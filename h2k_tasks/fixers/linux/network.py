@@ -112,7 +112,8 @@ def fix(ctx: FixContext) -> list[Change]:
     anyname = len(found) == 1 and len(getattr(ctx.vm, "nics", [])) <= 1
     for old, new in names.items():
         if old != new:
-            ctx.log.append(f"{FIXER}: NIC {old} ({found[old] or 'no MAC pinned'}) -> {new}")
+            how = "matched by driver virtio_net where the backend can, else named" if anyname else "named"
+            ctx.log.append(f"{FIXER}: NIC {old} ({found[old] or 'no MAC pinned'}) -> {how} {new}")
     changes = []
     for p in _ifcfg_files(g):
         changes += _rewrite(ctx, p, nc.ifcfg, names)

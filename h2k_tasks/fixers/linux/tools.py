@@ -55,7 +55,7 @@ def _remove_packages(ctx: FixContext) -> list[Change]:
     if not pkgs:
         return []
     try:
-        return run(ctx, FIXER, argv, f"remove hypervisor guest tools: {', '.join(pkgs)}")
+        return run(ctx, FIXER, argv, f"remove hypervisor guest tools: {', '.join(pkgs)}", "package")
     except RuntimeError as e:
         ctx.log.append(f"{FIXER}: removing {', '.join(pkgs)} failed ({e}); disabling their services instead")
         return []
