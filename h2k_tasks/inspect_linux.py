@@ -64,6 +64,8 @@ def inspect_linux(g, root: str) -> dict:
         "product": g.inspect_get_product_name(root),
     }
     with _mounted(g, root):
+        if distro == "unknown":  # libguestfs does not know every distro (e.g. Photon OS in 1.48)
+            facts.update(os_release(read(g, "/etc/os-release") or read(g, "/usr/lib/os-release") or ""))
         facts.update(
             init=_init_system(g),
             kernels=kernels(g),
@@ -75,6 +77,16 @@ def inspect_linux(g, root: str) -> dict:
             **bootloader_facts(g),
         )
     return facts
+
+
+def os_release(text: str) -> dict:
+    """distro/family/major/minor/product from os-release text; {} when it names no ID."""
+    values = dict(re.findall(r'^(\w+)=["\']?([^"\'\n]*)', text, re.M))
+    if not values.get("ID"):
+        return {}
+    version = [int(v) for v in re.findall(r"\d+", values.get("VERSION_ID", ""))[:2]] + [0, 0]
+    return {"distro": values["ID"], "family": family_of(values["ID"]), "major": version[0], "minor": version[1],
+            "product": values.get("PRETTY_NAME") or values.get("NAME") or values["ID"]}
 
 
 def _init_system(g) -> str:

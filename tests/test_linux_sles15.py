@@ -26,7 +26,8 @@ def test_by_id_names_become_uuids(run):
     root, swap = f"UUID={UUID['sles-root']}", f"UUID={UUID['sles-swap']}"
     assert guest.read("/etc/fstab") == f"{root} / ext4 defaults 0 1\n{swap} swap swap defaults 0 0\n"
     assert f"resume={swap} mitigations" in guest.read("/etc/default/grub")
-    assert f"root={root} ro splash=silent resume={swap}" in guest.read("/boot/grub2/grub.cfg")
+    assert f"root={root} ro console=tty0 console=ttyS0,115200 splash=silent resume={swap} mitigations=auto quiet\n" \
+        in guest.read("/boot/grub2/grub.cfg")
 
 
 def test_initrd_modules_and_dracut(run):
