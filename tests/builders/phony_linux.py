@@ -43,13 +43,8 @@ def _recipe_key(recipe: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def guest_images(name: str) -> list[Path]:
-    """The cached disk images (boot disk first) of the named phony guest, built if missing."""
-    return build_all([name])[name]
-
-
 def build_all(names: list[str] | None = None) -> dict[str, list[Path]]:
-    """Build every missing guest of `names` (default: all) in one libguestfs launch."""
+    """Disk images (boot disk first) of each guest of `names` (default: all); missing ones built in one launch."""
     names = names or list(recipes.RECIPES)
     wanted = {n: recipes.RECIPES[n]() for n in names}
     out, todo = {}, {}

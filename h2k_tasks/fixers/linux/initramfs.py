@@ -19,6 +19,7 @@ REQUIRED = ["virtio_blk", "virtio_scsi", "virtio_net", "virtio_pci"]
 MODULES = REQUIRED + ["ahci", "nvme"]  # configured too, but a KVM guest boots without them
 DRACUT_CONF = "/etc/dracut.conf.d/90-h2k-virtio.conf"
 BACKUP = ".h2k-orig"
+TOOLS = [("dracut", "dracut"), ("initramfs-tools", "update-initramfs"), ("mkinitcpio", "mkinitcpio")]
 
 
 def missing_modules(g, version: str, image: str | None) -> list[str]:
@@ -84,12 +85,11 @@ def regenerate_argv(tool: str, path: str, version: str, image: str) -> list[str]
 
 def fix(ctx: FixContext) -> list[Change]:
     g = ctx.g
-    tool = next((t for t, name in (("dracut", "dracut"), ("initramfs-tools", "update-initramfs"),
-                                   ("mkinitcpio", "mkinitcpio")) if find_tool(g, name)), None)
+    found = [(t, find_tool(g, name)) for t, name in TOOLS]
+    tool, path = next(((t, p) for t, p in found if p), (None, None))
     if tool is None:
         ctx.log.append(f"{FIXER}: no initramfs tool in the guest; virtio drivers not added")
         return []
-    path = find_tool(g, {"dracut": "dracut", "initramfs-tools": "update-initramfs", "mkinitcpio": "mkinitcpio"}[tool])
     changes = configure(ctx, tool)
     for k in kernels(g):
         version, image = k["version"], k["initramfs"]
