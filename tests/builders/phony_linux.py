@@ -59,11 +59,18 @@ def build_all(names: list[str] | None = None) -> dict[str, list[Path]]:
 
 
 def _build(todo: dict) -> None:
-    import guestfs
-
     _libguestfs_env()
     cache_dir().mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="building-", dir=cache_dir()))
+    try:
+        _build_in(work, todo)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _build_in(work: Path, todo: dict) -> None:
+    import guestfs
+
     g = guestfs.GuestFS(python_return_dict=True)
     try:
         first, index = {}, 0
@@ -82,10 +89,11 @@ def _build(todo: dict) -> None:
     finally:
         g.close()
     for n, (r, final) in todo.items():
+        for stale in cache_dir().glob(f"linux-{n}-*"):  # images of an older recipe
+            shutil.rmtree(stale, ignore_errors=True)
         final.mkdir(parents=True, exist_ok=True)
         for i in range(len(r["disks"])):
             os.replace(work / f"{n}-{i}.qcow2", final / f"disk{i}.qcow2")
-    shutil.rmtree(work, ignore_errors=True)
 
 
 def _populate(g, r: dict, devices: list[str]) -> None:
