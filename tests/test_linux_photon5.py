@@ -1,6 +1,7 @@
 """Photon OS 5 (systemd-networkd .network and .link, no grub-mkconfig in the guest) through fix_linux."""
 import pytest
 
+from h2k_tasks.inspect_linux import inspect_linux
 from tests.builders.phony_recipes import UUID
 from tests.linux_guests import fixed_guest
 
@@ -42,3 +43,11 @@ def test_dracut_and_rpm(run):
 
 def test_second_run_changes_nothing(run):
     assert run[1] and run[2] == []
+
+
+def test_inspect_linux_mounts_read_only_when_nothing_is_mounted(run):
+    guest = run[0]
+    guest.g.umount_all()
+    facts = inspect_linux(guest.g, guest.root)
+    assert guest.g.mountpoints() == {}
+    assert facts == guest.facts
