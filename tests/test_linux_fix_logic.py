@@ -3,8 +3,9 @@ import yaml
 
 from h2k_planner.models import Severity
 from h2k_tasks.fixers.linux import netconfigs as nc
-from h2k_tasks.fixers.linux.blockdev import rewrite_cmdline, rewrite_table
-from h2k_tasks.fixers.linux.bootloader import add_to_linux_lines, cfg_is_stale, grub_args, with_serial
+from h2k_tasks.fixers.linux.blockdev import rewrite_cmdline, rewrite_grubenv, rewrite_table
+from h2k_tasks.fixers.linux.bootloader import (add_to_linux_lines, cfg_is_stale, grub_args, grub_default_with_serial,
+                                               with_serial)
 from h2k_tasks.fixers.linux.initramfs import _names, add_to_list_var
 from h2k_tasks.fixers.linux.tools import installed_dpkg
 from h2k_tasks.inspect_linux import linux_concerns, os_release
@@ -61,6 +62,22 @@ def test_serial_console_once():
     assert once == ("menuentry x {\n  linux /vmlinuz root=UUID=a ro console=tty0 console=ttyS0,115200\n"
                     "  linuxefi /vmlinuz ro console=ttyS0\n}\n")
     assert add_to_linux_lines(once) == once
+
+
+def test_grubenv_keeps_its_size():
+    env = "# GRUB Environment Block\nkernelopts=root=/dev/sda1 ro resume=/dev/sdb2\n"
+    env += "#" * (1024 - len(env))
+    new = rewrite_grubenv(env, resolve)
+    assert len(new) == 1024
+    assert new.startswith("# GRUB Environment Block\nkernelopts=root=UUID=aaaa ro resume=UUID=bbbb\n#")
+    assert rewrite_grubenv(env[:80], lambda *a: "UUID=" + "x" * 100) == env[:80]
+
+
+def test_grub_default_serial_once_across_both_variables():
+    text = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet console=ttyS0,9600"\nGRUB_CMDLINE_LINUX=""\n'
+    assert grub_default_with_serial(text) == text
+    assert grub_default_with_serial("GRUB_CMDLINE_LINUX=quiet\n") == \
+        'GRUB_CMDLINE_LINUX="quiet console=tty0 console=ttyS0,115200"\n'
 
 
 def test_grub_cfg_staleness():

@@ -24,6 +24,7 @@ CMDLINE_FILES = ["/etc/default/grub", "/etc/kernel/cmdline", "/boot/grub/grub.cf
                  "/boot/extlinux/extlinux.conf", "/boot/extlinux.conf", "/extlinux.conf",
                  "/boot/syslinux/syslinux.cfg", "/boot/syslinux/extlinux.conf", "/syslinux.cfg"]
 DEVICE_MAPS = ["/boot/grub/device.map", "/boot/grub2/device.map"]
+GRUBENVS = ["/boot/grub2/grubenv", "/boot/grub/grubenv"]  # RHEL 8 keeps `kernelopts=root=...` here
 
 
 class Resolver:
@@ -90,6 +91,14 @@ def rewrite_cmdline(text: str, resolve) -> str:
     return CMDLINE_RE.sub(sub, text)
 
 
+def rewrite_grubenv(text: str, resolve) -> str:
+    """grubenv is a fixed-size block padded with '#': rewrite, then pad back to the same size."""
+    new = rewrite_cmdline(text.rstrip("#"), resolve)
+    if len(new) > len(text):
+        return text
+    return new + "#" * (len(text) - len(new))
+
+
 def fix(ctx: FixContext) -> list[Change]:
     g, changes = ctx.g, []
     resolver = Resolver(g, ctx.log)
@@ -104,6 +113,10 @@ def fix(ctx: FixContext) -> list[Change]:
         if text is not None:
             new = rewrite_cmdline(text, resolver.spec)
             changes += write(ctx, FIXER, path, new, "root=/resume= device names -> UUID/PARTUUID/LABEL")
+    for path in GRUBENVS:
+        text = read(g, path)
+        if text is not None:
+            changes += write(ctx, FIXER, path, rewrite_grubenv(text, resolver.spec), "root=/resume= in kernelopts")
     for path in DEVICE_MAPS:
         changes += remove(ctx, FIXER, path, "stale BIOS disk map (GRUB probes disks itself)")
     return changes

@@ -31,6 +31,8 @@ def with_serial(args: str) -> str:
 
 
 def grub_default_with_serial(text: str) -> str:
+    if re.search(r"^GRUB_CMDLINE_LINUX(_DEFAULT)?=.*\bconsole=ttyS", text, re.M):
+        return text
     m = GRUB_VAR.search(text)
     if not m:
         return text + ("" if text.endswith("\n") or not text else "\n") + f'GRUB_CMDLINE_LINUX="{" ".join(SERIAL)}"\n'
