@@ -1,0 +1,131 @@
+"""Serial console on the kernel command line, a regenerated GRUB config, and the UEFI fallback loader.
+
+- `console=tty0 console=ttyS0,115200` is added (unless options say `serial_console: false` or a
+  ttyS console is already there) to GRUB_CMDLINE_LINUX, BLS entries and /etc/kernel/cmdline.
+- grub.cfg is regenerated with the guest's own tool (update-grub, grub2-mkconfig, grub-mkconfig)
+  when this fixer changed its inputs or when a `linux` line lacks GRUB_CMDLINE_LINUX's arguments;
+  a guest without such a tool gets the arguments added to grub.cfg's `linux` lines directly.
+- UEFI guests without EFI/BOOT/BOOTX64.EFI get one (shim when present, else GRUB): KVM's fresh
+  NVRAM has no boot entry for the vendor directory.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+
+from h2k_tasks.fixers import Change, FixContext
+from h2k_tasks.fixers.guestfiles import find_tool, listdir, read, run, write
+from h2k_tasks.inspect_linux import bootloader_facts
+
+FIXER = "linux.bootloader"
+SERIAL = ["console=tty0", "console=ttyS0,115200"]
+GRUB_VAR = re.compile(r'^(GRUB_CMDLINE_LINUX=)(["\']?)(.*?)\2[ \t]*$', re.M)
+LINUX_LINE = re.compile(r"^(\s*linux(?:efi|16)?\s+\S+)(.*)$", re.M)
+
+
+def with_serial(args: str) -> str:
+    """Kernel arguments with the serial console added, unless a ttyS console is already there."""
+    if re.search(r"(^|\s)console=ttyS", args):
+        return args
+    return " ".join([*args.split(), *SERIAL])
+
+
+def grub_default_with_serial(text: str) -> str:
+    if re.search(r"^GRUB_CMDLINE_LINUX(_DEFAULT)?=.*\bconsole=ttyS", text, re.M):
+        return text
+    m = GRUB_VAR.search(text)
+    if not m:
+        return text + ("" if text.endswith("\n") or not text else "\n") + f'GRUB_CMDLINE_LINUX="{" ".join(SERIAL)}"\n'
+    args = with_serial(m.group(3))
+    if args == m.group(3):
+        return text
+    return text[:m.start(2)] + f'"{args}"' + text[m.end(3) + len(m.group(2)):]
+
+
+def grub_args(default_grub: str) -> list[str]:
+    m = GRUB_VAR.search(default_grub)
+    return shlex.split(m.group(3)) if m else []
+
+
+def cfg_is_stale(cfg: str, args: list[str]) -> bool:
+    """True when some `linux` line of grub.cfg lacks one of GRUB_CMDLINE_LINUX's arguments."""
+    return any(set(args) - set(m.group(2).split()) for m in LINUX_LINE.finditer(cfg))
+
+
+def add_to_linux_lines(cfg: str) -> str:
+    def sub(m: re.Match) -> str:
+        args = with_serial(m.group(2))
+        return m.group(0) if args == m.group(2) else f"{m.group(1)} {args}"
+    return LINUX_LINE.sub(sub, cfg)
+
+
+def _serial(ctx: FixContext) -> list[Change]:
+    g, summary = ctx.g, "serial console on the kernel command line"
+    changes = []
+    text = read(g, "/etc/default/grub")
+    if text is not None:
+        changes += write(ctx, FIXER, "/etc/default/grub", grub_default_with_serial(text), summary)
+    text = read(g, "/etc/kernel/cmdline")
+    if text is not None:
+        changes += write(ctx, FIXER, "/etc/kernel/cmdline", with_serial(text.strip()) + "\n", summary)
+    for path in listdir(g, "/boot/loader/entries", ".conf"):
+        entry = read(g, path)
+        new = re.sub(r"^(options\s+)(.*)$", lambda m: m.group(1) + with_serial(m.group(2)), entry, flags=re.M)
+        changes += write(ctx, FIXER, path, new, summary)
+    return changes
+
+
+def _regenerate(ctx: FixContext, serial: bool, changed: bool) -> list[Change]:
+    g = ctx.g
+    cfg_path = bootloader_facts(g)["grub_cfg"]
+    if cfg_path is None:
+        return []
+    cfg = read(g, cfg_path)
+    default = read(g, "/etc/default/grub") or ""
+    tool = find_tool(g, "update-grub", "grub2-mkconfig", "grub-mkconfig")
+    if tool is None:
+        if serial:
+            return write(ctx, FIXER, cfg_path, add_to_linux_lines(cfg), "serial console (no grub-mkconfig in the guest)")
+        return []
+    if not (changed or cfg_is_stale(cfg, grub_args(default))):
+        return []
+    argv = [tool] if tool.endswith("update-grub") else [tool, "-o", cfg_path]
+    return run(ctx, FIXER, argv, f"regenerate {cfg_path}")
+
+
+def _efi_fallback(ctx: FixContext) -> list[Change]:
+    g = ctx.g
+    esp = g.case_sensitive_path("/boot/efi/EFI") if g.is_dir("/boot/efi/EFI") else None
+    if esp is None:
+        return []
+    names = {n.lower(): n for n in g.ls(esp)}
+    boot = f"{esp}/{names.get('boot', 'BOOT')}"
+    if g.is_dir(boot) and any(n.lower() == "bootx64.efi" for n in g.ls(boot)):
+        return []
+    for vendor in sorted(set(names) - {"boot"}):
+        files = {n.lower(): n for n in g.ls(f"{esp}/{names[vendor]}")}
+        loader = files.get("shimx64.efi") or files.get("grubx64.efi")
+        if loader:
+            break
+    else:
+        ctx.log.append(f"{FIXER}: UEFI guest has no shimx64.efi or grubx64.efi to use as the fallback loader")
+        return []
+    src = f"{esp}/{names[vendor]}"
+    g.mkdir_p(boot)
+    g.cp(f"{src}/{loader}", f"{boot}/BOOTX64.EFI")
+    copied = [f"{boot}/BOOTX64.EFI"]
+    if loader.lower() == "shimx64.efi" and "grubx64.efi" in files:  # shim loads grubx64.efi from its own directory
+        g.cp(f"{src}/{files['grubx64.efi']}", f"{boot}/grubx64.efi")
+        copied.append(f"{boot}/grubx64.efi")
+    return [Change(fixer=FIXER, kind="file", path=p, summary="UEFI fallback boot loader",
+                   diff=f"copied from {src}") for p in copied]
+
+
+def fix(ctx: FixContext) -> list[Change]:
+    serial = ctx.options.get("serial_console", True)
+    changes = _serial(ctx) if serial else []
+    changes += _regenerate(ctx, serial, bool(changes))
+    firmware = getattr(getattr(ctx.vm, "firmware", None), "value", None)
+    if firmware == "efi":
+        changes += _efi_fallback(ctx)
+    return changes

@@ -1,0 +1,139 @@
+"""Network configuration that follows the NIC from VMware (vmxnet3/e1000, ens192) to virtio-net.
+
+Every backend's MAC pinning is dropped (the VMware MAC may not come back, and the NIC is new) and
+`70-persistent-net.rules` and MAC-matching `.link` files are removed. Addresses, routes and DNS stay.
+Names: with one NIC, NetworkManager keyfiles (no interface-name), netplan and systemd-networkd
+(match driver virtio_net) take any name; ifcfg and ifupdown files, and guests with several NICs,
+are renamed to the name KVM's virtio NIC gets: `net.ifnames=0` on the command line -> eth<N>;
+else options["nic_names"] if given; else by options["machine"]: "q35" (default) -> enp<N+1>s0,
+"pc" -> ens<N+3>. Old NICs are ordered as ctx.vm.nics lists their MACs, then by name.
+"""
+from __future__ import annotations
+
+import re
+
+from h2k_tasks.fixers import Change, FixContext
+from h2k_tasks.fixers.linux import netconfigs as nc
+from h2k_tasks.fixers.guestfiles import listdir, read, remove, rename, write
+
+FIXER = "linux.network"
+RH = "/etc/sysconfig/network-scripts"
+SUSE = "/etc/sysconfig/network"
+NM = "/etc/NetworkManager/system-connections"
+NETPLAN = "/etc/netplan"
+NETWORKD = "/etc/systemd/network"
+UDEV_RULES = ["/etc/udev/rules.d/70-persistent-net.rules"]
+SUMMARY = "NIC config: no MAC pinning, names for the virtio NIC"
+
+
+def _ifcfg_files(g) -> list[str]:
+    return [p for d in (RH, SUSE) for p in listdir(g, d, prefix="ifcfg-")
+            if not p.endswith(("ifcfg-lo", ".bak", "~")) and g.is_file(p)]
+
+
+def _nm_files(g) -> list[str]:
+    return [p for p in listdir(g, NM) if g.is_file(p)
+            and re.search(r"^type=(ethernet|802-3-ethernet)\s*$", read(g, p) or "", re.M)]
+
+
+def _interfaces_files(g) -> list[str]:
+    files = ["/etc/network/interfaces"] if g.is_file("/etc/network/interfaces") else []
+    return files + [p for p in listdir(g, "/etc/network/interfaces.d") if g.is_file(p)]
+
+
+def collect(g) -> dict[str, str | None]:
+    """Interface names the configs pin (old name -> MAC or None)."""
+    found: dict[str, str | None] = {}
+
+    def add(name, mac):
+        if name and name != "lo":
+            found[name] = found.get(name) or (mac.lower() if mac else None)
+
+    for p in _ifcfg_files(g):
+        name, mac = nc.ifcfg_pins(read(g, p))
+        add(name or p.rsplit("ifcfg-", 1)[1], mac)
+    for p in _nm_files(g):
+        add(*nc.nm_pins(read(g, p)))
+    for p in listdir(g, NETPLAN, ".yaml"):
+        for name, mac in nc.netplan_pins(read(g, p)):
+            add(name, mac)
+    for p in listdir(g, NETWORKD, ".network"):
+        add(*nc.networkd_pins(read(g, p)))
+    for p in _interfaces_files(g):
+        for name, mac in nc.interfaces_pins(read(g, p)):
+            add(name, mac)
+    return found
+
+
+def _natural(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _cmdline_text(g) -> str:
+    paths = ["/etc/default/grub", "/etc/kernel/cmdline", "/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"]
+    return " ".join(read(g, p) or "" for p in paths + listdir(g, "/boot/loader/entries", ".conf"))
+
+
+def plan_names(ctx: FixContext, found: dict[str, str | None]) -> dict[str, str]:
+    """Old name -> name of the virtio NIC that takes its place."""
+    macs = [(n.mac or "").lower() for n in getattr(ctx.vm, "nics", [])]
+    order = sorted(found, key=lambda n: (macs.index(found[n]) if found[n] in macs else len(macs), _natural(n)))
+    if re.search(r"(^|\s|\")net\.ifnames=0\b", _cmdline_text(ctx.g)):
+        new = [f"eth{i}" for i in range(len(order))]
+    elif ctx.options.get("nic_names"):
+        new = list(ctx.options["nic_names"])
+    elif ctx.options.get("machine", "q35") == "pc":
+        new = [f"ens{i + 3}" for i in range(len(order))]
+    else:
+        new = [f"enp{i + 1}s0" for i in range(len(order))]
+    return dict(zip(order, new))
+
+
+def _rewrite(ctx: FixContext, path: str, func, *args) -> list[Change]:
+    return write(ctx, FIXER, path, func(read(ctx.g, path), *args), SUMMARY)
+
+
+def _rename_by_suffix(ctx: FixContext, path: str, names: dict[str, str]) -> list[Change]:
+    directory, base = path.rsplit("/", 1)
+    m = re.match(r"(ifcfg|route6?|rule6?|ifroute)-(.+)$", base)
+    if not m or names.get(m.group(2), m.group(2)) == m.group(2):
+        return []
+    target = f"{directory}/{m.group(1)}-{names[m.group(2)]}"
+    if ctx.g.exists(target):
+        ctx.log.append(f"{FIXER}: {target} exists; {path} not renamed")
+        return []
+    return rename(ctx, FIXER, path, target, f"follows the NIC's new name {names[m.group(2)]}")
+
+
+def fix(ctx: FixContext) -> list[Change]:
+    g = ctx.g
+    found = collect(g)
+    names = plan_names(ctx, found)
+    anyname = len(found) == 1 and len(getattr(ctx.vm, "nics", [])) <= 1
+    for old, new in names.items():
+        if old != new:
+            how = "matched by driver virtio_net where the backend can, else named" if anyname else "named"
+            ctx.log.append(f"{FIXER}: NIC {old} ({found[old] or 'no MAC pinned'}) -> {how} {new}")
+    changes = []
+    for p in _ifcfg_files(g):
+        changes += _rewrite(ctx, p, nc.ifcfg, names)
+    route_files = [p for d in (RH, SUSE) for prefix in ("route-", "route6-", "rule-", "ifroute-")
+                   for p in listdir(g, d, prefix=prefix)]
+    for p in route_files + ([f"{SUSE}/routes"] if g.is_file(f"{SUSE}/routes") else []):
+        changes += _rewrite(ctx, p, nc.routes, names)
+    for p in _ifcfg_files(g) + route_files:
+        changes += _rename_by_suffix(ctx, p, names)
+    for p in _nm_files(g):
+        changes += _rewrite(ctx, p, nc.nm_keyfile, names, anyname)
+    for p in listdir(g, NETPLAN, ".yaml"):
+        changes += _rewrite(ctx, p, nc.netplan, names, anyname)
+    for p in listdir(g, NETWORKD, ".network"):
+        changes += _rewrite(ctx, p, nc.networkd_network, names, anyname)
+    for p in listdir(g, NETWORKD, ".link"):
+        if nc.networkd_link_pins_mac(read(g, p) or ""):
+            changes += remove(ctx, FIXER, p, "names a NIC by its VMware MAC")
+    for p in _interfaces_files(g):
+        changes += _rewrite(ctx, p, nc.interfaces, names)
+    for p in UDEV_RULES:
+        changes += remove(ctx, FIXER, p, "pins NIC names to VMware MACs")
+    return changes
