@@ -36,7 +36,7 @@ test: deps
 demo: deps
 	rm -rf $(DEMO_DIR)
 	$(VPY) -m tests.builders.vmware $(DEMO_DIR)/source
-	$(VENV)/bin/h2k migrate $(DEMO_DIR)/source/demo-debian12.vmx -o $(DEMO_DIR)/out
+	$(VENV)/bin/h2k migrate $(DEMO_DIR)/source/demo-debian12.vmx -o $(DEMO_DIR)/out --no-boot-test
 	cat $(DEMO_DIR)/out/demo-debian12/report.json
 
 bench: deps

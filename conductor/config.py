@@ -29,6 +29,16 @@ class VMOverride(BaseModel):
     host: str | None = Field(None, description="run this VM on this worker host")
     guest: bool = Field(True, description="false: copy the disks only, no guest inspection or fixes")
     allow_concerns: list[str] = Field(default_factory=list, description="Critical concern ids to migrate anyway")
+    boot_test: bool | None = Field(None, description="override fixes.boot_test for this VM")
+
+
+class FixesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    virtio_win: str = Field("", description="virtio-win ISO or directory on the worker hosts (Windows guests)")
+    firstboot_service_exe: str = Field("", description="service host binary for the Windows first-boot runner")
+    serial_console: bool = Field(True, description="add console=ttyS0 to Linux kernel command lines")
+    boot_test: bool = Field(True, description="boot every converted guest and wait for a login prompt")
+    boot_timeout: float = Field(900.0, gt=0, description="seconds the boot test waits (TCG is slow)")
 
 
 class LimitsConfig(BaseModel):
@@ -50,6 +60,7 @@ class Config(BaseModel):
     broker_url: str = Field("", description="empty: start a private redis-server and a local worker")
     output: OutputConfig = OutputConfig()
     vms: dict[str, VMOverride] = Field(default_factory=dict, description="per-VM overrides by VM name")
+    fixes: FixesConfig = FixesConfig()
     placement: PlacementRules = PlacementRules()
     limits: LimitsConfig = LimitsConfig()
     worker: Settings = Settings()

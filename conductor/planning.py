@@ -28,7 +28,11 @@ def plan_wave(cfg: Config, sources: list[str], output_dir: str, state: State | N
         raise InputError(None, f"config names VMs that no source has: {', '.join(unknown)}")
     pinned = {name: o.host for name, o in cfg.vms.items() if o.host}
     hosts = place(vms, cfg.placement, live_hosts(state) if state else [], pinned)
-    return make_plan(vms, output, hosts=hosts, no_guest={name for name, o in cfg.vms.items() if not o.guest}, name=cfg.name)
+    fixes = cfg.fixes.model_dump(include={"virtio_win", "firstboot_service_exe", "serial_console"})
+    boot = {vm.name: cfg.vms[vm.name].boot_test if vm.name in cfg.vms and cfg.vms[vm.name].boot_test is not None
+            else cfg.fixes.boot_test for vm in vms}
+    return make_plan(vms, output, hosts=hosts, no_guest={name for name, o in cfg.vms.items() if not o.guest},
+                     name=cfg.name, fixes=fixes, boot_test=boot, boot_timeout=cfg.fixes.boot_timeout)
 
 
 def driver_for(cfg: Config, state: State, plan: Plan) -> Driver:

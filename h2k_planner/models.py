@@ -102,6 +102,9 @@ class PlannedVM(Strict):
     source_group: str = Field("", description="what the VM reads from, for the per-source concurrency cap")
     stages: list[str] = Field(description="VM-level stages, in order, after every disk's stages")
     disk_stages: list[str] = Field(description="stages each disk goes through, in order")
+    fixes: dict = Field(default_factory=dict, description="options for the guest fixers (no secrets)")
+    boot_test: bool = Field(True, description="validate boots the outputs and waits for a login prompt")
+    boot_timeout: float = Field(900.0, gt=0, description="seconds the boot test waits for proof of userspace")
 
 
 class Plan(Strict):

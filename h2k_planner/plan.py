@@ -54,9 +54,11 @@ def wave_id(vms: list[VM], output: Output) -> str:
 
 
 def make_plan(vms: list[VM], output: Output, hosts: dict[str, str] | None = None,
-              no_guest: set[str] = frozenset(), name: str = "") -> Plan:
-    """`hosts` maps VM names to the host placed for them (default: the embedded host);
-    VMs named in `no_guest` are copied disk for disk, without the guest stage."""
+              no_guest: set[str] = frozenset(), name: str = "", fixes: dict | None = None,
+              boot_test: dict[str, bool] | None = None, boot_timeout: float = 900.0) -> Plan:
+    """`hosts` maps VM names to the host placed for them (default: the embedded host); VMs named
+    in `no_guest` are copied disk for disk, without the guest stage; `fixes` are the fixers'
+    options; `boot_test` maps VM names to whether validate boots them (default: yes)."""
     names = [vm.slug for vm in vms]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -70,7 +72,9 @@ def make_plan(vms: list[VM], output: Output, hosts: dict[str, str] | None = None
         vms=[
             PlannedVM(vm=vm, host=hosts.get(vm.name, LOCAL_HOST), source_group=source_group(vm),
                       stages=[s for s in VM_STAGES if not (s == "guest" and vm.name in no_guest)],
-                      disk_stages=list(DISK_STAGES))
+                      disk_stages=list(DISK_STAGES), fixes=fixes or {},
+                      boot_test=(boot_test or {}).get(vm.name, True) and vm.name not in no_guest,
+                      boot_timeout=boot_timeout)
             for vm in vms
         ],
     )

@@ -169,7 +169,7 @@ def execute(task, spec: StageSpec, state: State, settings: Settings, plan: Plan,
             return {"stage": ref.name, "status": "cancelled"}
         if isinstance(e, StageFailed):
             log.error("%s: failed: %s", ref.name, e)
-            _finish_quietly(state, ref, gen, "failed", str(e))
+            _finish_quietly(state, ref, gen, "failed", str(e), **({"result": e.details} if e.details else {}))
             return {"stage": ref.name, "status": "failed", "error": str(e)}
         log.warning("%s: dropped: %s", ref.name, e)
         raise Ignore() from None

@@ -10,7 +10,7 @@ from h2k_tasks import atomic
 from h2k_tasks.app import app
 from h2k_tasks.runner import StageRun, StageSpec, execute
 from h2k_tasks.settings import Settings, redis_url
-from h2k_tasks.stages import StageFailed, output_path
+from h2k_tasks.stages import StageFailed, output_path, vm_dir
 from h2k_tasks.stages.convert import convert_disk
 from h2k_tasks.stages.fetch import fetch_local, unchanged
 from h2k_tasks.stages.fetch_packed import fetch_packed, readable, unpacked_path
@@ -62,11 +62,14 @@ def _verify(run: StageRun) -> dict:
 
 
 def _guest(run: StageRun) -> dict:
-    return guest_stage(run.pvm.vm, _outputs(run), run.plan.output.format)
+    disks = [(path, run.plan.output.format) for path in _outputs(run)]
+    return guest_stage(run.pvm.vm, disks, vm_dir(run.plan.output, run.pvm.vm), run.pvm.fixes)
 
 
 def _validate(run: StageRun) -> dict:
-    return validate_vm(run.pvm.vm, run.plan.output, _outputs(run))
+    inspection = run.result_of("vm", "guest").get("inspection", {})
+    return validate_vm(run.pvm, run.plan.output, _outputs(run), inspection, vm_dir(run.plan.output, run.pvm.vm),
+                       run.alive)
 
 
 def _finalize(run: StageRun) -> dict:
@@ -74,14 +77,27 @@ def _finalize(run: StageRun) -> dict:
     return finalize_vm(run.plan, run.pvm, records)
 
 
+def _output_now(run: StageRun, index: int) -> dict:
+    """How output `index` looked when the pipeline last wrote it: after the guest fixes were
+    committed, or else as converted."""
+    fixed = run.result_of("vm", "guest").get("outputs")
+    if fixed and run.records.get(("vm", "guest"), {}).get("status") == "succeeded":
+        return fixed[index]
+    return run.result_of(f"d{index}", "convert")
+
+
+def _disk_output_unchanged(run: StageRun, result: dict) -> bool:
+    return atomic.still_same(_output_now(run, int(run.ref.lane[1:])))
+
+
 def _outputs_unchanged(run: StageRun, result: dict) -> bool:
-    return all(atomic.still_same(run.result_of(f"d{d.index}", "convert")) for d in run.pvm.vm.disks)
+    return all(atomic.still_same(_output_now(run, d.index)) for d in run.pvm.vm.disks)
 
 
 SPECS = {
     "fetch": StageSpec(_fetch, lambda run, result: unchanged(result)),
-    "convert": StageSpec(_convert, lambda run, result: atomic.still_same(result)),
-    "verify": StageSpec(_verify, lambda run, result: atomic.still_same(run.result_of(run.ref.lane, "convert"))),
+    "convert": StageSpec(_convert, _disk_output_unchanged),
+    "verify": StageSpec(_verify, _disk_output_unchanged),
     "guest": StageSpec(_guest, _outputs_unchanged),
     "validate": StageSpec(_validate, _outputs_unchanged),
     FINAL_STAGE: StageSpec(_finalize, lambda run, result: False),

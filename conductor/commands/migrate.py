@@ -21,7 +21,9 @@ from h2k_planner.concerns import gate
 from h2k_planner.errors import InputError
 from h2k_planner.placement import LOCAL_HOST
 from h2k_planner.plan import FINAL_STAGE
+from h2k_planner.models import Plan
 from h2k_tasks.app import configure
+from h2k_tasks.stages.guest import guest_stage
 from h2k_tasks.settings import redis_url
 from h2k_tasks.state import State, decode
 
@@ -32,7 +34,11 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory, one sub-directory per VM")
     p.add_argument("--format", choices=["qcow2", "raw"], help="output disk format (default qcow2)")
     p.add_argument("--compress", action="store_true", default=None, help="zstd-compressed qcow2")
-    p.add_argument("--dry-run", action="store_true", help="read and plan everything, write nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="plan, then run the guest fixers on throwaway overlays of the sources and print what "
+                        "they would change; write nothing")
+    p.add_argument("--virtio-win", metavar="PATH", help="virtio-win ISO or directory, for Windows guests")
+    p.add_argument("--no-boot-test", action="store_true", help="do not boot the converted guests")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                    help="let descriptors and backing files point into DIR too (repeatable)")
@@ -41,7 +47,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args, output={"format": args.format, "compress": args.compress})
+    cfg = load_config(args, output={"format": args.format, "compress": args.compress},
+                      fixes={"virtio_win": args.virtio_win, "boot_test": False if args.no_boot_test else None})
     out_dir = require_output_dir(args.output)
     state = State.from_url(redis_url(cfg.broker_url)) if cfg.broker_url else None
     plan = plan_wave(cfg, args.sources, out_dir, state, allow=tuple(args.allow_path))
@@ -50,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(None, f"without a broker only the embedded host {LOCAL_HOST!r} runs VMs; "
                                "remove the host overrides or give --broker")
     if args.dry_run:
-        print_plan(plan, as_json=args.json)
-        return 0
+        return dry_run(plan, args.json)
     console = Console(stderr=args.json)
     settings = cfg.worker_settings()
     embedded = None
@@ -91,3 +97,29 @@ def result_row(view: VMView) -> dict:
         "seconds": (max(ends) - min(starts)) if starts and ends else None,
         "report": result.get("report"), "errors": errors,
     }
+
+
+def dry_run(plan: Plan, as_json: bool) -> int:
+    """The plan, and per VM every change the fixers would make, from overlays of the sources."""
+    print_plan(plan, as_json=as_json)
+    results = {}
+    for pvm in plan.vms:
+        if "guest" not in pvm.stages:
+            continue
+        if any(d.packed for d in pvm.vm.disks):
+            results[pvm.vm.name] = {"notes": ["compressed disks: unpacked only by a real run"], "changes": []}
+            continue
+        results[pvm.vm.name] = guest_stage(pvm.vm, [(d.source, d.format) for d in pvm.vm.disks], None, pvm.fixes)
+    if as_json:
+        print(json.dumps({"dry_run": results}, indent=2))
+        return 0
+    console = Console()
+    for name, result in results.items():
+        console.rule(f"{name}: {len(result['changes'])} change(s) the fixers would make")
+        for note in result["notes"]:
+            console.print(f"  note: {note}", markup=False)
+        for change in result["changes"]:
+            console.print(f"  [{change['fixer']}] {change['kind']} {change['path']}: {change['summary']}", markup=False)
+            if change["diff"]:
+                console.print("    " + change["diff"].rstrip().replace("\n", "\n    "), markup=False, highlight=False)
+    return 0

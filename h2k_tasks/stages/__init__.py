@@ -11,7 +11,11 @@ from h2k_planner.models import Disk, Output, VM
 
 
 class StageFailed(Exception):
-    """A permanent failure, with a message meant for the report."""
+    """A permanent failure, with a message meant for the report and, optionally, the evidence."""
+
+    def __init__(self, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.details = details
 
 
 def vm_dir(output: Output, vm: VM) -> str:

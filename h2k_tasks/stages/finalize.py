@@ -37,20 +37,22 @@ def vm_status(records: dict[tuple[str, str], dict]) -> str:
 def build_report(plan: Plan, pvm: PlannedVM, records: dict[tuple[str, str], dict]) -> dict:
     vm = pvm.vm
     status = vm_status(records)
+    guest = decode(records.get(("vm", "guest"), {}), "result", {})
+    validate = decode(records.get(("vm", "validate"), {}), "result", {})
+    final = {c["path"]: c for c in validate.get("checks", [])}
     outputs = []
     for disk in vm.disks:
         lane = f"d{disk.index}"
         verified = decode(records.get((lane, "verify"), {}), "result", {})
-        artifact = decode(records.get((lane, "convert"), {}), "result", {})
+        path = output_path(plan.output, vm, disk)
         outputs.append({
             "disk": disk.index, "source": disk.source, "source_chain": disk.chain,
-            "path": output_path(plan.output, vm, disk), "format": plan.output.format,
-            "compressed": plan.output.compress, "virtual_size": disk.virtual_size,
-            "size": artifact.get("size"), "sha256": verified.get("sha256"),
-            "identical_to_source": verified.get("identical", False),
+            "path": path, "format": plan.output.format, "compressed": plan.output.compress,
+            "virtual_size": disk.virtual_size,
+            "sha256": final.get(path, {}).get("sha256") or verified.get("sha256"),
+            "identical_to_source": verified.get("identical", False),  # as converted, before guest fixes
+            "fixed": bool(guest.get("changes")),
         })
-    guest = decode(records.get(("vm", "guest"), {}), "result", {})
-    validate = decode(records.get(("vm", "validate"), {}), "result", {})
     return {
         "vm": vm.name, "status": status, "wave": plan.wave, "host": pvm.host,
         "source": {"path": vm.source, "kind": vm.source_kind},
@@ -60,6 +62,7 @@ def build_report(plan: Plan, pvm: PlannedVM, records: dict[tuple[str, str], dict
         "stages": stage_rows(pvm, records),
         "inspection": guest.get("inspection"),
         "changes": guest.get("changes", []),
+        "notes": guest.get("notes", []) + ([validate["boot_note"]] if validate.get("boot_note") else []),
         "validation": validate or None,
         "outputs": outputs,
         "domain_xml": os.path.join(vm_dir(plan.output, vm), f"{vm.slug}.xml") if status == "succeeded" else None,

@@ -1,17 +1,34 @@
-"""guest: one libguestfs session over all of a VM's converted disks.
+"""guest: one libguestfs session over all of a VM's converted disks: inspect, then fix.
 
-Inspects the guest OS (type, distro, version, root, mountpoints, firmware as the disks show it)
-for the report and for the fixers.
+The session runs on qcow2 overlays of the outputs, so every fix lands in the overlays first.
+Only when every fixer succeeded are the overlays committed into the outputs (`qemu-img
+commit`); a failed fixer leaves the outputs exactly as converted. A marker file spans the
+commit: finding it means an earlier commit was interrupted, the outputs are no longer
+trustworthy, and they are removed so that the next run converts them again.
+
+In a dry run the overlays sit over the *sources* (opened read-only as backing files) and are
+thrown away: the report lists what would change, and nothing is written.
 """
 from __future__ import annotations
 
 import os
+import subprocess
+import tempfile
 
+from h2k_planner.errors import InputError
 from h2k_planner.models import VM
-from h2k_tasks.accel import libguestfs_env
+from h2k_tasks import atomic
+from h2k_tasks.accel import libguestfs_env, probe_accel
+from h2k_tasks.fixers import Change, FixContext
+from h2k_tasks.fixers.linux import fix_linux
+from h2k_tasks.fixers.windows import fix_windows
+from h2k_tasks.fixers.windows.undo import undo_reg
+from h2k_tasks.inspect_linux import inspect_linux
+from h2k_tasks.inspect_windows import inspect_windows
 from h2k_tasks.stages import StageFailed
 
 ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+COMMIT_MARKER = ".guest-commit"
 
 
 def open_session(paths: list[str], fmt: str, readonly: bool):
@@ -60,10 +77,75 @@ def inspect(g) -> dict:
     }
 
 
-def guest_stage(vm: VM, outputs: list[str], fmt: str) -> dict:
-    g = open_session(outputs, fmt, readonly=True)
-    try:
-        return {"inspection": inspect(g)}
-    finally:
-        g.shutdown()
-        g.close()
+def _mount(g, mountpoints: dict[str, str], readonly: bool) -> None:
+    for mp, dev in sorted(mountpoints.items(), key=lambda kv: len(kv[0])):
+        (g.mount_ro if readonly else g.mount)(dev, mp)
+
+
+def _fix(g, info: dict, vm: VM, options: dict) -> tuple[list[Change], list[str], dict]:
+    """Mount the guest, run its OS's fixers; returns the changes, notes and OS facts."""
+    root = info["root"]
+    _mount(g, info["mountpoints"], readonly=False)
+    if info["os_type"] == "linux":
+        facts = {"linux": inspect_linux(g, root)}
+        ctx = FixContext(g=g, root=root, inspection=facts["linux"], vm=vm, options=options)
+        return fix_linux(ctx), ctx.log, facts
+    if info["os_type"] == "windows":
+        facts = {"windows": inspect_windows(g, root)}
+        ctx = FixContext(g=g, root=root, inspection=facts, vm=vm, options=options)
+        return fix_windows(ctx), ctx.log, facts
+    return [], [f"no fixes for a {info['os_type']} guest"], {}
+
+
+def _qemu_img(*args: str) -> None:
+    proc = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise StageFailed(f"qemu-img {args[0]} failed: {proc.stderr.strip()}")
+
+
+def guest_stage(vm: VM, disks: list[tuple[str, str]], vm_dir: str | None, options: dict) -> dict:
+    """`disks`: (path, format) of each disk in boot order: the outputs in `vm_dir`; or, with
+    `vm_dir` None, the sources, for a dry run that writes nothing."""
+    dry_run = vm_dir is None
+    marker = os.path.join(vm_dir, COMMIT_MARKER) if vm_dir else ""
+    if marker and os.path.exists(marker):
+        for path, _ in disks:
+            if os.path.exists(path):
+                os.unlink(path)
+        os.unlink(marker)
+        raise StageFailed("an earlier commit of guest fixes was interrupted; the outputs were removed and "
+                          "`h2k wave retry` converts them again")
+    accel = probe_accel()
+    with tempfile.TemporaryDirectory(prefix=".guest-", dir=None if dry_run else vm_dir) as tmp:
+        overlays = []
+        for n, (path, fmt) in enumerate(disks):
+            overlays.append(os.path.join(tmp, f"overlay{n}.qcow2"))
+            _qemu_img("create", "-q", "-f", "qcow2", "-b", os.path.abspath(path), "-F", fmt, overlays[-1])
+        g = open_session(overlays, "qcow2", readonly=False)
+        try:
+            info = inspect(g)
+            changes, notes, facts = _fix(g, info, vm, options) if info["os_type"] != "unknown" else (
+                [], ["no operating system found: disks copied as they are"], {})
+            g.umount_all()
+            g.shutdown()
+        except InputError as e:
+            raise StageFailed(f"guest cannot be converted: {e}") from None
+        except RuntimeError as e:
+            raise StageFailed(f"a guest fix failed, outputs left as converted: {e}") from None
+        finally:
+            g.close()
+        result = {"inspection": info | facts, "changes": [c.model_dump() for c in changes], "notes": notes,
+                  "accel": {"name": accel.name, "reason": accel.reason}}
+        if dry_run:
+            return result
+        if changes:
+            atomic.write_atomic(marker, "committing guest fixes\n")
+            for overlay in overlays:
+                _qemu_img("commit", "-q", "-f", "qcow2", overlay)
+            for path, _ in disks:
+                atomic.fsync_path(path)
+            os.unlink(marker)
+            atomic.fsync_path(vm_dir)
+    for hive, text in undo_reg(changes).items():
+        atomic.write_atomic(os.path.join(vm_dir, f"undo-{hive}.reg"), text)
+    return result | {"outputs": [atomic.identity(path) for path, _ in disks]}

@@ -1,11 +1,34 @@
-"""validate: the final outputs, after any guest fixes, are sound images of the right size."""
+"""validate: the final outputs, after the guest fixes, are sound images of the right size, and
+the guest boots from them: QEMU on throwaway overlays, virtio disk and NIC, the guest's firmware,
+and the serial console watched for a login prompt (see h2k_tasks/boot_test.py)."""
 from __future__ import annotations
 
-from h2k_planner.models import VM, Output
-from h2k_tasks.stages.verify import check_output
+import os
+from typing import Callable
+
+from h2k_planner.models import Output, PlannedVM
+from h2k_tasks.boot_test import boot_test
+from h2k_tasks.stages import StageFailed
+from h2k_tasks.stages.verify import check_output, sha256_file
 
 
-def validate_vm(vm: VM, output: Output, outputs: list[str]) -> dict:
-    checks = [check_output(path, output.format, disk.virtual_size) | {"path": path}
+def validate_vm(pvm: PlannedVM, output: Output, outputs: list[str], inspection: dict, vm_dir: str,
+                alive: Callable[[], bool]) -> dict:
+    vm = pvm.vm
+    checks = [check_output(path, output.format, disk.virtual_size) | {"path": path, "sha256": sha256_file(path, alive)}
               for disk, path in zip(vm.disks, outputs)]
-    return {"checks": checks}
+    os_type = inspection.get("os_type", "unknown")
+    if not pvm.boot_test:
+        return {"checks": checks, "boot": None, "boot_note": "boot test turned off"}
+    if os_type != "linux":
+        note = {"windows": "not run: Windows has no serial-console login to watch (see docs/windows.md)",
+                "unknown": "not run: no operating system was found on the disks"}.get(os_type, f"not run for {os_type}")
+        return {"checks": checks, "boot": None, "boot_note": note}
+    firmware = inspection.get("firmware") or vm.firmware.value
+    result = boot_test(outputs, firmware=firmware, timeout=pvm.boot_timeout, cancel=lambda: not alive(),
+                       mac=next((n.mac for n in vm.nics if n.mac), None), memory_mib=max(vm.memory_mib, 512),
+                       console_log=os.path.join(vm_dir, "console.log"))
+    boot = result.model_dump()
+    if not result.booted and result.verdict != "cancelled":
+        raise StageFailed(f"boot test: {result.verdict}: {result.reason}", details={"checks": checks, "boot": boot})
+    return {"checks": checks, "boot": boot}
