@@ -5,6 +5,7 @@ from __future__ import annotations
 from conductor.config import Config
 from conductor.driver import Driver, Limits
 from conductor.hosts import live_hosts
+from conductor.preflight import inspect_vms
 from h2k_planner.concerns import review
 from h2k_planner.errors import InputError
 from h2k_planner.models import Output, Plan
@@ -15,8 +16,9 @@ from h2k_tasks.state import State
 
 
 def plan_wave(cfg: Config, sources: list[str], output_dir: str, state: State | None,
-              allow: tuple[str, ...] = ()) -> Plan:
-    """`allow`: directories outside a source's own that its descriptors may point into."""
+              allow: tuple[str, ...] = (), inspect: bool = False) -> Plan:
+    """`allow`: directories outside a source's own that its descriptors may point into;
+    `inspect`: look into the guests now (conductor/preflight.py) to add their concerns."""
     if not sources:
         raise InputError(None, "no sources: name them on the command line or under sources: in the wave file")
     if cfg.output.compress and cfg.output.format != "qcow2":
@@ -29,6 +31,8 @@ def plan_wave(cfg: Config, sources: list[str], output_dir: str, state: State | N
     pinned = {name: o.host for name, o in cfg.vms.items() if o.host}
     hosts = place(vms, cfg.placement, live_hosts(state) if state else [], pinned)
     fixes = cfg.fixes.model_dump(include={"virtio_win", "firstboot_service_exe", "serial_console"})
+    if inspect:
+        vms = inspect_vms(vms, fixes)
     boot = {vm.name: cfg.vms[vm.name].boot_test if vm.name in cfg.vms and cfg.vms[vm.name].boot_test is not None
             else cfg.fixes.boot_test for vm in vms}
     return make_plan(vms, output, hosts=hosts, no_guest={name for name, o in cfg.vms.items() if not o.guest},

@@ -22,17 +22,20 @@ def register(sub) -> None:
     p.add_argument("sources", nargs="*", metavar="SOURCE", help="default: the config's sources")
     p.add_argument("-o", "--output", default=".", metavar="DIR", help="output directory the plan targets")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--virtio-win", metavar="PATH", help="virtio-win ISO or directory, for Windows guests")
     p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                    help="let descriptors and backing files point into DIR too (repeatable)")
+    p.add_argument("--inspect", action="store_true",
+                   help="look into each guest now (read-only, one libguestfs launch per VM) for its concerns")
     add_config_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args)
+    cfg = load_config(args, fixes={"virtio_win": args.virtio_win})
     state = State.from_url(redis_url(cfg.broker_url)) if cfg.broker_url else None
     plan = plan_wave(cfg, args.sources or cfg.sources, os.path.abspath(args.output), state,
-                     allow=tuple(args.allow_path))
+                     allow=tuple(args.allow_path), inspect=args.inspect)
     print_plan(plan, as_json=args.json)
     gate([p.vm for p in plan.vms], cfg.allowed_concerns())  # after printing: the inventory is still shown
     return 0

@@ -31,13 +31,14 @@ ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 COMMIT_MARKER = ".guest-commit"
 
 
-def open_session(paths: list[str], fmt: str, readonly: bool):
+def open_session(paths: list[str], fmt: str | None, readonly: bool, formats: list[str] | None = None):
+    """A launched handle over `paths`, all in format `fmt`, or each in its entry of `formats`."""
     import guestfs
 
     os.environ.update(libguestfs_env())
     g = guestfs.GuestFS(python_return_dict=True)
-    for path in paths:
-        g.add_drive_opts(path, format=fmt, readonly=readonly)
+    for path, f in zip(paths, formats or [fmt] * len(paths)):
+        g.add_drive_opts(path, format=f, readonly=readonly)
     g.launch()
     return g
 

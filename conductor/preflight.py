@@ -1,0 +1,31 @@
+"""Plan-time inspection (`--inspect`): a read-only libguestfs look at each VM's source disks, so
+that guests the fixers would refuse (hibernated or BitLocker Windows, missing virtio-win, unknown
+Linux) are stopped before anything is converted. One launch per VM, the sources never written."""
+from __future__ import annotations
+
+from h2k_planner.models import VM
+from h2k_tasks.inspect_linux import inspect_linux, linux_concerns
+from h2k_tasks.inspect_windows import inspect_windows, windows_concerns
+from h2k_tasks.stages.guest import inspect, open_session
+
+
+def inspect_vm(vm: VM, fixes: dict) -> VM:
+    if any(d.packed for d in vm.disks):
+        return vm  # compressed members are unpacked by the fetch stage; the guest stage checks them
+    g = open_session([d.source for d in vm.disks], fmt=None, formats=[d.format for d in vm.disks], readonly=True)
+    try:
+        info = inspect(g)
+        if info["os_type"] == "windows":
+            g.mount_ro(info["root"], "/")
+            found = windows_concerns(g, info["root"], inspect_windows(g, info["root"]), fixes)
+        elif info["os_type"] == "linux":
+            found = linux_concerns(inspect_linux(g, info["root"]))
+        else:
+            found = []
+    finally:
+        g.close()
+    return vm.model_copy(update={"concerns": vm.concerns + found})
+
+
+def inspect_vms(vms: list[VM], fixes: dict) -> list[VM]:
+    return [inspect_vm(vm, fixes) for vm in vms]

@@ -1,0 +1,98 @@
+"""Guests through the whole pipeline: a real Debian 12 VMware guest boots on virtio after
+`h2k migrate`; Windows guests get their virtio drivers, and a guest the fixers refuse keeps
+its outputs exactly as converted."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.builders.debian_guest import build_debian_guest
+from tests.builders.virtio_win import fake_virtio_win
+from tests.builders.vmware import write_vmx
+from tests.builders.windows_guest import windows_disks
+from tests.support import h2k
+
+pytestmark = pytest.mark.slow
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def test_real_debian_guest_boots_on_virtio_after_migration(tmp_path):
+    guest = build_debian_guest()
+    src = tmp_path / "src"
+    src.mkdir()
+    link_or_copy(guest.vmdk, str(src / "deb12.vmdk"))
+    write_vmx(str(src / "deb12.vmx"), "deb12", [("scsi", 0, 0, "deb12.vmdk")], guest.mac, memsize=1024)
+    res = h2k("migrate", str(src / "deb12.vmx"), "-o", str(tmp_path / "out"), "--json", timeout=2400)
+    report = json.load(open(tmp_path / "out" / "deb12" / "report.json"))
+    assert res.returncode == 0, (res.stderr, report["errors"])
+    boot = report["validation"]["boot"]
+    assert boot["booted"] and boot["verdict"] == "login", boot["console_tail"]
+    assert boot["dhcp_address"] and boot["dhcp_address"].startswith("10.0.2."), boot["console_tail"]
+    changed = {c["path"] for c in report["changes"]}
+    assert "/etc/fstab" in changed and "/etc/default/grub" in changed
+    assert any(c["fixer"] == "linux.initramfs" for c in report["changes"])
+    assert report["inspection"]["distro"] == "debian" and report["inspection"]["linux"]["init"] == "systemd"
+
+
+@pytest.fixture(scope="module")
+def windows_sources(tmp_path_factory):
+    base = tmp_path_factory.mktemp("windows")
+    disks = windows_disks(["win10", "win10-hibernated"])
+    src = base / "src"
+    src.mkdir()
+    for name, path in disks.items():
+        link_or_copy(str(path), str(src / f"{name}.raw"))
+    return base, src, fake_virtio_win(base / "virtio-win")
+
+
+def test_windows_gets_virtio_and_refused_guest_keeps_its_outputs(windows_sources):
+    base, src, virtio = windows_sources
+    out = base / "out"
+    res = h2k("migrate", str(src / "win10.raw"), str(src / "win10-hibernated.raw"), "-o", str(out), "--format", "raw",
+              "--virtio-win", str(virtio), "--json", timeout=1800)
+    assert res.returncode == 1, res.stderr  # one VM failed
+    statuses = {v["vm"]: v["status"] for v in json.loads(res.stdout)["vms"]}
+    assert statuses == {"win10": "succeeded", "win10-hibernated": "failed"}
+
+    ok = json.load(open(out / "win10" / "report.json"))
+    registry = [c for c in ok["changes"] if c["kind"] == "registry"]
+    assert any("Services\\viostor" in c["path"] for c in registry)
+    assert any("CriticalDeviceDatabase" in c["path"] or "DriverDatabase" in c["path"] for c in registry)
+    assert (out / "win10" / "undo-SYSTEM.reg").exists()
+    assert any("not run: Windows" in n for n in ok["notes"])
+
+    refused = json.load(open(out / "win10-hibernated" / "report.json"))
+    assert any("hibernated" in e for e in refused["errors"]), refused["errors"]
+    output = refused["outputs"][0]["path"]
+    reference = str(base / "reference.raw")
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "raw", str(src / "win10-hibernated.raw"), reference],
+                   check=True)
+    assert sha256(output) == sha256(reference)  # the fixers' overlay was thrown away
+
+
+def test_plan_inspect_refuses_hibernated_windows(windows_sources):
+    base, src, virtio = windows_sources
+    before = sha256(str(src / "win10-hibernated.raw"))
+    res = h2k("plan", str(src / "win10-hibernated.raw"), "--inspect", "--virtio-win", str(virtio), timeout=900)
+    assert res.returncode == 2
+    assert "windows-hibernated" in res.stderr and "remedy" in res.stderr.lower()
+    assert sha256(str(src / "win10-hibernated.raw")) == before
