@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import tempfile
@@ -24,6 +23,7 @@ from pydantic import BaseModel
 from h2k_planner.errors import InputError
 from h2k_tasks import boot_console
 from h2k_tasks.accel import QEMU, Accel, probe_accel
+from h2k_tasks.process import kill_group
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
@@ -87,7 +87,7 @@ def boot_test(
         try:
             return _watch(proc, console, errfile, timeout, cancel, accel)
         finally:
-            _kill_group(proc)
+            kill_group(proc)
 
 
 def _watch(proc: subprocess.Popen, console: str, errfile: str, timeout: float,
@@ -174,14 +174,6 @@ def _cancelled(cancel: Cancel | None) -> bool:
     if isinstance(cancel, threading.Event):
         return cancel.is_set()
     return bool(cancel())
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
 
 
 def _last_line(path: str) -> str:

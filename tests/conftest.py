@@ -7,6 +7,8 @@ import pytest
 
 from tests.support import RedisServer, Workers
 
+pytest_plugins = ["tests.conftest_vsphere"]  # the vSphere simulator's fixtures, started once per session
+
 
 @pytest.fixture
 def redis_server():

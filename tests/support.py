@@ -1,6 +1,7 @@
 """Real parts for the suite: redis-server and `h2k worker` processes, and the `h2k` command line."""
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -96,3 +97,22 @@ def h2k(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess
     """Run the real `h2k` command line."""
     return subprocess.run([sys.executable, "-m", "conductor", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": ROOT, **(env or {})})
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll `predicate` until it returns something true; fail the test after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()

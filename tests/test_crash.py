@@ -3,38 +3,22 @@ finished stage runs again, and the output is identical to an uninterrupted conve
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.builders.disks import patterned_raw
 from tests.builders.vmware import DiskSpec, build_vm, write_vmx
-from tests.support import ROOT, h2k, suite_settings
+from tests.support import ROOT, h2k, sha256, suite_settings, wait_for
 
 pytestmark = pytest.mark.slow
 
 
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_sigkill_mid_convert_resumes_without_redoing(tmp_path, redis_server, workers):

@@ -17,20 +17,12 @@ import yaml
 
 from tests.builders.disks import patterned_raw
 from tests.builders.vmware import DiskSpec, build_vm, write_vmx
-from tests.support import ROOT, RedisServer, h2k, suite_settings
+from tests.support import ROOT, RedisServer, h2k, suite_settings, wait_for
 
 pytestmark = pytest.mark.slow
 HOSTS = ["hosta", "hostb"]
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Fleet:

@@ -3,7 +3,6 @@
 its outputs exactly as converted."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ from tests.builders.debian_guest import build_debian_guest
 from tests.builders.virtio_win import fake_virtio_win
 from tests.builders.vmware import write_vmx
 from tests.builders.windows_guest import windows_disks
-from tests.support import h2k
+from tests.support import h2k, sha256
 
 pytestmark = pytest.mark.slow
 
@@ -27,12 +26,6 @@ def link_or_copy(src: str, dst: str) -> None:
         shutil.copyfile(src, dst)
 
 
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def test_real_debian_guest_boots_on_virtio_after_migration(tmp_path):

@@ -8,7 +8,6 @@ import pytest
 
 from h2k_planner.errors import InputError
 from h2k_tasks.stages.download import Cancelled, descriptor_extents, download_disk, split_datastore_path
-from tests.conftest_vsphere import endpoint, password_file, vcsim, vcsim_password  # noqa: F401 - fixtures
 from tests.vcsim.cutting_proxy import CuttingProxy
 
 DISK = "[LocalDS_0] download/download.vmdk"

@@ -15,7 +15,7 @@ from h2k_planner.secret_ref import SecretRef
 from h2k_planner.sources import vsphere
 from h2k_planner.sources.vsphere_endpoint import Endpoint, parse_url
 from tests import vcsim as vcsim_launcher
-from tests.conftest_vsphere import BULK_VMS, endpoint, password_file, vcsim, vcsim_password  # noqa: F401
+from tests.conftest_vsphere import BULK_VMS
 
 SPECIAL = ["clean", "download", "independent", "nocbt", "running", "shared", "snapped"]
 

@@ -16,6 +16,17 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                         "or a private redis-server for this run)")
 
 
+def add_planning_args(p: argparse.ArgumentParser) -> None:
+    """Options that change what the planner reads and concludes (`h2k plan` and `h2k migrate`)."""
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--virtio-win", metavar="PATH", help="virtio-win ISO or directory, for Windows guests")
+    p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
+                   help="let descriptors and backing files point into DIR too (repeatable)")
+    p.add_argument("--inspect", action="store_true",
+                   help="look into each guest now (read-only, one libguestfs launch per VM) for its concerns")
+    add_config_args(p)
+
+
 def _given(values: dict) -> dict:
     """Only the options the user gave: None means not given, at any depth."""
     out = {}

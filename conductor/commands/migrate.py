@@ -11,7 +11,7 @@ import sys
 
 from rich.console import Console
 
-from conductor.commands.common import add_config_args, load_config, require_output_dir, state_dir
+from conductor.commands.common import add_planning_args, load_config, require_output_dir, state_dir
 from conductor.commands.plan import print_plan
 from conductor.driver import VMView
 from conductor.embedded import Embedded
@@ -37,14 +37,8 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="plan, then run the guest fixers on throwaway overlays of the sources and print what "
                         "they would change; write nothing")
-    p.add_argument("--virtio-win", metavar="PATH", help="virtio-win ISO or directory, for Windows guests")
     p.add_argument("--no-boot-test", action="store_true", help="do not boot the converted guests")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
-                   help="let descriptors and backing files point into DIR too (repeatable)")
-    p.add_argument("--inspect", action="store_true",
-                   help="look into each guest now (read-only, one libguestfs launch per VM) for its concerns")
-    add_config_args(p)
+    add_planning_args(p)
     p.set_defaults(func=run)
 
 

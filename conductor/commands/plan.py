@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from conductor.commands.common import add_config_args, load_config
+from conductor.commands.common import add_planning_args, load_config
 from conductor.planning import plan_wave
 from h2k_planner.concerns import gate
 from h2k_planner.models import Plan
@@ -21,13 +21,7 @@ def register(sub) -> None:
     p = sub.add_parser("plan", help="print the plan for SOURCEs without running it")
     p.add_argument("sources", nargs="*", metavar="SOURCE", help="default: the config's sources")
     p.add_argument("-o", "--output", default=".", metavar="DIR", help="output directory the plan targets")
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
-    p.add_argument("--virtio-win", metavar="PATH", help="virtio-win ISO or directory, for Windows guests")
-    p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
-                   help="let descriptors and backing files point into DIR too (repeatable)")
-    p.add_argument("--inspect", action="store_true",
-                   help="look into each guest now (read-only, one libguestfs launch per VM) for its concerns")
-    add_config_args(p)
+    add_planning_args(p)
     p.set_defaults(func=run)
 
 

@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass, field
 
 from h2k_planner.errors import InputError
+from h2k_planner.models import Disk
 from h2k_planner.probe import DESCRIPTOR_MAGIC
 from h2k_planner.sources.scope import Scope, check_size
 
@@ -220,9 +221,8 @@ def chain_files(chain: list[Descriptor]) -> list[str]:
     return files
 
 
-def vmdk_disk(path: str, scope: Scope | None = None, **placement) -> "Disk":
+def vmdk_disk(path: str, scope: Scope | None = None, **placement) -> Disk:
     """A Disk model for the VMDK at `path`: our chain read, confirmed by qemu-img."""
-    from h2k_planner.models import Disk
     from h2k_planner.probe import detect_format, qemu_img_info
 
     chain = read_chain(path, scope)
@@ -250,12 +250,11 @@ def vmdk_disk(path: str, scope: Scope | None = None, **placement) -> "Disk":
     )
 
 
-def _vmfs_thin_disk(chain: list[Descriptor], placement: dict) -> "Disk":
+def _vmfs_thin_disk(chain: list[Descriptor], placement: dict) -> Disk:
     """qemu does not open `vmfsThin` descriptors; its one flat extent is read as raw instead
     (through a `raw` layer bounded to the extent), which is what the descriptor means."""
     import json
 
-    from h2k_planner.models import Disk
 
     desc = chain[0]
     if len(chain) > 1 or len(desc.extents) != 1 or desc.extents[0].type not in FLAT_TYPES:

@@ -72,7 +72,7 @@ def mbr_disk(path: str, size_mib: int, partitions: list[str], disk_id: str = "0x
     with open(path, "wb") as f:
         f.truncate(size_mib * MIB)
     start = MIB
-    layout = [f"label: dos", f"label-id: {disk_id}"]
+    layout = ["label: dos", f"label-id: {disk_id}"]
     spans = []
     for n, image in enumerate(partitions):
         size = os.path.getsize(image)

@@ -88,7 +88,7 @@ def bare_images(raws: list[str], out_dir: str) -> dict[str, str]:
         "vbox": convert(raws[3], os.path.join(out_dir, "vbox.vdi"), "vdi"),
         "plain": shutil.copyfile(raws[4], os.path.join(out_dir, "plain.img")),
     }
-    base = convert(raws[5], os.path.join(out_dir, "base.qcow2"), "qcow2")
+    convert(raws[5], os.path.join(out_dir, "base.qcow2"), "qcow2")
     top = os.path.join(out_dir, "top.qcow2")
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top])
     size = os.path.getsize(raws[5])
