@@ -5,7 +5,8 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 APT_PACKAGES := qemu-utils qemu-system-x86 libguestfs-tools python3-guestfs python3-hivex \
 	linux-image-amd64 redis-server python3-venv libxml2-utils libvirt-clients e2fsprogs fdisk \
-	golang-go golang-github-vmware-govmomi-dev docker-compose
+	golang-go golang-github-vmware-govmomi-dev docker-compose debootstrap ovmf seabios busybox-static \
+	ntfs-3g genisoimage libwin-hivex-perl
 export LIBGUESTFS_BACKEND ?= direct
 DEMO_DIR := demo-out
 
@@ -41,6 +42,7 @@ demo: deps
 
 bench: deps
 	$(VPY) bench/convert_overhead.py
+	$(VPY) bench/wave_scale.py
 
 # Flower against the configured broker (H2K_BROKER_URL) or a running `h2k migrate -o OUT`.
 OUT ?= $(DEMO_DIR)/out

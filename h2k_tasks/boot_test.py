@@ -74,12 +74,15 @@ def boot_test(
         console = console_log or os.path.join(tmp, "console.log")
         open(console, "wb").close()
         # setpriv: the kernel kills QEMU too if this worker dies without reaching `finally`.
-        cmd = ["setpriv", "--pdeathsig", "KILL", "--", QEMU, *accel.qemu_args, "-machine", "pc", "-m", str(memory_mib), "-smp", str(cpus),
+        # q35 with the NIC behind a PCIe root port, as in the libvirt domain we emit, so the guest
+        # names its NIC as it will on the target (enp1s0).
+        cmd = ["setpriv", "--pdeathsig", "KILL", "--", QEMU, *accel.qemu_args, "-machine", "q35",
+               "-m", str(memory_mib), "-smp", str(cpus),
                "-nodefaults", "-no-user-config", "-display", "none", "-vga", "std", "-no-reboot",
                "-monitor", "none", "-serial", f"file:{console}",
                *_firmware_args(firmware, tmp), *_disk_args(overlays, bus),
-               "-netdev", "user,id=net0",
-               "-device", "virtio-net-pci,netdev=net0" + (f",mac={mac}" if mac else "")]
+               "-netdev", "user,id=net0", "-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1",
+               "-device", "virtio-net-pci,netdev=net0,bus=rp1" + (f",mac={mac}" if mac else "")]
         errfile = os.path.join(tmp, "qemu.err")
         with open(errfile, "wb") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
