@@ -194,9 +194,6 @@ class State:
             pipe.srem(f"{P}:sem:{name}", holder)
         pipe.execute()
 
-    def holders(self, name: str) -> set[str]:
-        return self.r.smembers(f"{P}:sem:{name}")
-
     # ---- stages ----------------------------------------------------------------------------
     def ensure(self, refs: list[StageRef]) -> None:
         """Create pending records for stages that have none (a re-submitted wave keeps its history)."""

@@ -60,7 +60,10 @@ def _broker(args: argparse.Namespace, with_worker: bool):
     if not os.path.isdir(sdir):
         raise InputError(args.output, "holds no hyper2kvm state (no .h2k directory)")
     embedded = Embedded(sdir + "/redis", settings, sdir + "/logs")
-    embedded.start() if with_worker else embedded.start_redis()
+    if with_worker:
+        embedded.start()
+    else:
+        embedded.start_redis()
     try:
         yield cfg, embedded.settings
     finally:
