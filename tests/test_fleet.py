@@ -225,6 +225,17 @@ def test_cancel_one_vm(fleet, small_vms, big_vm, tmp_path):
     assert sorted(os.listdir(big_dir)) == ["report.json"]  # no partial disk, no temp file
     assert not glob.glob(str(tmp_path / "out" / "*" / ".*tmp*"))
 
+    # retry: only the cancelled VM runs again; the others' stages are not claimed again
+    claims_before = [e["stage"] for e in fleet.log(wave) if e["event"] == "claim"]
+    res = h2k("wave", "retry", wave, "--broker", fleet.redis.url)
+    assert res.returncode == 0 and "retrying: big" in res.stdout, res.stdout + res.stderr
+    reports = {r["vm"]: r for r in fleet.wait_wave(wave)}
+    assert reports["big"]["status"] == "succeeded"
+    assert_outputs_match_sources(list(reports.values()))
+    new_claims = [e["stage"] for e in fleet.log(wave) if e["event"] == "claim"][len(claims_before):]
+    assert new_claims and all(stage.startswith("big/") for stage in new_claims), new_claims
+    assert_no_concurrent_writers(fleet.log(wave))
+
 
 def _qemu_img_writing(fragment: str) -> bool:
     for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
