@@ -51,7 +51,8 @@ flower: deps
 	if [ -z "$$url" ]; then echo "set H2K_BROKER_URL, or start 'h2k migrate ... -o OUT' and pass OUT=" >&2; exit 2; fi; \
 	: "$${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH=user:password}"; \
 	exec $(VPY) -m celery --broker "$${url/unix:\/\//redis+socket://}" flower --address=127.0.0.1 --port=5555 \
-		--persistent=True --db=.flower.db --max_tasks=100000
+		--persistent=True --db=.flower.db --max_tasks=100000 \
+		--task_runtime_metric_buckets=1,10,60,300,900,1800,3600,7200,14400,28800,43200
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -19,3 +19,4 @@ def test_docker_compose_accepts_compose_yaml(tmp_path):
     assert {"redis", "conductor", "flower", "worker-kvm1", "worker-kvm2"} <= set(services)
     assert "--appendonly" in services["redis"]["command"] and "noeviction" in services["redis"]["command"]
     assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"]
+    assert any(a.startswith("--task_runtime_metric_buckets=") and "43200" in a for a in services["flower"]["command"])
