@@ -121,7 +121,9 @@ def test_compress_needs_qcow2(good_vm, tmp_path):
 def test_dry_run_plans_and_writes_nothing(good_vm, tmp_path):
     res = h2k("migrate", good_vm, "-o", str(tmp_path / "out"), "--dry-run", "--json")
     assert res.returncode == 0, res.stderr
-    plan = json.loads(res.stdout)
+    out = json.loads(res.stdout)
+    plan = out["plan"]
+    assert out["dry_run"]["good"]["changes"] == [] and out["dry_run"]["good"]["notes"]
     assert plan["vms"][0]["vm"]["name"] == "good" and plan["vms"][0]["vm"]["disks"][0]["depth"] == 3
     assert plan["output"]["directory"] == str(tmp_path / "out")
     assert not (tmp_path / "out").exists()

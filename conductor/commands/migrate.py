@@ -97,7 +97,8 @@ def result_row(view: VMView) -> dict:
 
 def dry_run(plan: Plan, as_json: bool) -> int:
     """The plan, and per VM every change the fixers would make, from overlays of the sources."""
-    print_plan(plan, as_json=as_json)
+    if not as_json:
+        print_plan(plan, as_json=False)
     results = {}
     for pvm in plan.vms:
         if "guest" not in pvm.stages:
@@ -107,7 +108,7 @@ def dry_run(plan: Plan, as_json: bool) -> int:
             continue
         results[pvm.vm.name] = guest_stage(pvm.vm, [(d.source, d.format) for d in pvm.vm.disks], None, pvm.fixes)
     if as_json:
-        print(json.dumps({"dry_run": results}, indent=2))
+        print(json.dumps({"plan": plan.model_dump(mode="json"), "dry_run": results}, indent=2))
         return 0
     console = Console()
     for name, result in results.items():
