@@ -35,7 +35,7 @@ def test_sigkill_mid_convert_resumes_without_redoing(tmp_path, redis_server, wor
     first = workers.start(settings)
     env = {**os.environ, "PYTHONPATH": ROOT}
     conductor = subprocess.Popen(
-        [sys.executable, "-m", "conductor", "migrate", vmx, "-o", out, "--format", "raw", "--json",
+        [sys.executable, "-m", "conductor", "migrate", vmx, "-o", out, "--format", "raw", "--json", "--no-boot-test",
          "--broker", redis_server.url], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     r = redis_server.client()
 

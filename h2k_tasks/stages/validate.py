@@ -24,6 +24,8 @@ def validate_vm(pvm: PlannedVM, output: Output, outputs: list[str], inspection: 
         note = {"windows": "not run: Windows has no serial-console login to watch (see docs/windows.md)",
                 "unknown": "not run: no operating system was found on the disks"}.get(os_type, f"not run for {os_type}")
         return {"checks": checks, "boot": None, "boot_note": note}
+    if not inspection.get("linux", {}).get("kernels", [None]):
+        raise StageFailed("boot test: the guest has no kernel installed", details={"checks": checks, "boot": None})
     firmware = inspection.get("firmware") or vm.firmware.value
     result = boot_test(outputs, firmware=firmware, timeout=pvm.boot_timeout, cancel=lambda: not alive(),
                        mac=next((n.mac for n in vm.nics if n.mac), None), memory_mib=max(vm.memory_mib, 512),
