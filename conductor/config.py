@@ -30,6 +30,8 @@ class VMOverride(BaseModel):
     guest: bool = Field(True, description="false: copy the disks only, no guest inspection or fixes")
     allow_concerns: list[str] = Field(default_factory=list, description="Critical concern ids to migrate anyway")
     boot_test: bool | None = Field(None, description="override fixes.boot_test for this VM")
+    two_phase_boot: bool = Field(False, description="also emit a first-boot domain with SATA disks, for guests "
+                                                    "that install their virtio driver on first boot")
 
 
 class FixesConfig(BaseModel):

@@ -36,7 +36,8 @@ def plan_wave(cfg: Config, sources: list[str], output_dir: str, state: State | N
     boot = {vm.name: cfg.vms[vm.name].boot_test if vm.name in cfg.vms and cfg.vms[vm.name].boot_test is not None
             else cfg.fixes.boot_test for vm in vms}
     return make_plan(vms, output, hosts=hosts, no_guest={name for name, o in cfg.vms.items() if not o.guest},
-                     name=cfg.name, fixes=fixes, boot_test=boot, boot_timeout=cfg.fixes.boot_timeout)
+                     name=cfg.name, fixes=fixes, boot_test=boot, boot_timeout=cfg.fixes.boot_timeout,
+                     two_phase={name for name, o in cfg.vms.items() if o.two_phase_boot})
 
 
 def driver_for(cfg: Config, state: State, plan: Plan) -> Driver:

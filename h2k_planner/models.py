@@ -105,6 +105,7 @@ class PlannedVM(Strict):
     fixes: dict = Field(default_factory=dict, description="options for the guest fixers (no secrets)")
     boot_test: bool = Field(True, description="validate boots the outputs and waits for a login prompt")
     boot_timeout: float = Field(900.0, gt=0, description="seconds the boot test waits for proof of userspace")
+    two_phase_boot: bool = Field(False, description="first boot on SATA (drivers install), then virtio")
 
 
 class Plan(Strict):

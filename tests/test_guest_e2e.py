@@ -60,8 +60,10 @@ def windows_sources(tmp_path_factory):
 def test_windows_gets_virtio_and_refused_guest_keeps_its_outputs(windows_sources):
     base, src, virtio = windows_sources
     out = base / "out"
+    cfg = base / "two-phase.yaml"
+    cfg.write_text("vms:\n  win10:\n    two_phase_boot: true\n")
     res = h2k("migrate", str(src / "win10.raw"), str(src / "win10-hibernated.raw"), "-o", str(out), "--format", "raw",
-              "--virtio-win", str(virtio), "--json", timeout=1800)
+              "--virtio-win", str(virtio), "--json", "--config", str(cfg), timeout=1800)
     assert res.returncode == 1, res.stderr  # one VM failed
     statuses = {v["vm"]: v["status"] for v in json.loads(res.stdout)["vms"]}
     assert statuses == {"win10": "succeeded", "win10-hibernated": "failed"}
@@ -72,6 +74,11 @@ def test_windows_gets_virtio_and_refused_guest_keeps_its_outputs(windows_sources
     assert any("CriticalDeviceDatabase" in c["path"] or "DriverDatabase" in c["path"] for c in registry)
     assert (out / "win10" / "undo-SYSTEM.reg").exists()
     assert any("not run: Windows" in n for n in ok["notes"])
+    first_boot = ok["first_boot_domain_xml"]
+    assert first_boot and 'bus="sata"' in open(first_boot).read() and 'bus="virtio"' in open(ok["domain_xml"]).read()
+    for xml in (first_boot, ok["domain_xml"]):
+        check = subprocess.run(["virt-xml-validate", xml, "domain"], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
 
     refused = json.load(open(out / "win10-hibernated" / "report.json"))
     assert any("hibernated" in e for e in refused["errors"]), refused["errors"]

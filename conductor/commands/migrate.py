@@ -79,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
         print()
     else:
         console.print(summary_table(rows))
+        for row in rows:
+            if row["first_boot_domain_xml"]:
+                console.print(f"{row['vm']}: two-phase boot. First `virsh define {row['first_boot_domain_xml']}` "
+                              "(SATA disks) and boot once so Windows installs its virtio drivers; shut it down, then "
+                              f"`virsh define {row['domain_xml']}` (virtio) and start it.", markup=False)
     return 0 if all(r["status"] == "succeeded" for r in rows) else 1
 
 
@@ -91,7 +96,8 @@ def result_row(view: VMView) -> dict:
     return {
         "vm": view.pvm.vm.name, "status": result.get("status", "unknown"), "disks": len(view.pvm.vm.disks),
         "seconds": (max(ends) - min(starts)) if starts and ends else None,
-        "report": result.get("report"), "errors": errors,
+        "report": result.get("report"), "errors": errors, "domain_xml": result.get("domain_xml"),
+        "first_boot_domain_xml": result.get("first_boot_domain_xml"),
     }
 
 

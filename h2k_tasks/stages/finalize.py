@@ -66,6 +66,8 @@ def build_report(plan: Plan, pvm: PlannedVM, records: dict[tuple[str, str], dict
         "validation": validate or None,
         "outputs": outputs,
         "domain_xml": os.path.join(vm_dir(plan.output, vm), f"{vm.slug}.xml") if status == "succeeded" else None,
+        "first_boot_domain_xml": (os.path.join(vm_dir(plan.output, vm), f"{vm.slug}-firstboot-sata.xml")
+                                  if status == "succeeded" and pvm.two_phase_boot else None),
         "errors": [f"{lane}/{stage}: {rec['error']}" for (lane, stage), rec in records.items()
                    if rec.get("error") and rec.get("status") in ("failed", "cancelled")],
     }
@@ -78,5 +80,8 @@ def finalize_vm(plan: Plan, pvm: PlannedVM, records: dict[tuple[str, str], dict]
     if report["status"] == "succeeded":
         disks = [(output_path(plan.output, pvm.vm, d), plan.output.format) for d in pvm.vm.disks]
         atomic.write_atomic(report["domain_xml"], domain_xml(pvm.vm, disks))
+        if report["first_boot_domain_xml"]:
+            atomic.write_atomic(report["first_boot_domain_xml"], domain_xml(pvm.vm, disks, disk_bus="sata"))
     atomic.write_atomic(os.path.join(directory, "report.json"), json.dumps(report, indent=2) + "\n")
-    return {"report": os.path.join(directory, "report.json"), "status": report["status"]}
+    return {"report": os.path.join(directory, "report.json"), "status": report["status"],
+            "domain_xml": report["domain_xml"], "first_boot_domain_xml": report["first_boot_domain_xml"]}
