@@ -92,6 +92,7 @@ def vmdk_chain(layers: list[str], out_dir: str, stem: str) -> list[str]:
     what differs from the layer below, linked by parentFileNameHint and CID/parentCID. Returns the
     VMDK paths, base first; the last one is the top of the chain."""
     os.makedirs(out_dir, exist_ok=True)
+    layers = [os.path.abspath(layer) for layer in layers]
     paths = [f"{stem}.vmdk"] + [f"{stem}-{n:06d}.vmdk" for n in range(1, len(layers))]
     run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", layers[0], paths[0]], cwd=out_dir)
     with tempfile.TemporaryDirectory() as tmp:

@@ -90,6 +90,7 @@ def write_vmx(path: str, name: str, disks: list[tuple[str, int, int, str]], mac:
 
 def build_vm(out_dir: str, name: str, disks: list[DiskSpec], mac: str = DEMO_MAC) -> str:
     """Build a VMware VM in `out_dir`; returns the .vmx path."""
+    out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     entries = []
     units: dict[str, int] = {}
