@@ -12,15 +12,20 @@ def temp_path(final: str, tag: str) -> str:
     return os.path.join(d, f".{name}.tmp-{tag}")
 
 
+def discard(path: str) -> None:
+    """Remove a temp file that will not be published (it may already be gone)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def remove_temps(final: str) -> list[str]:
     """Delete temp files left for `final` by earlier, dead attempts."""
     d, name = os.path.split(final)
     found = glob.glob(os.path.join(glob.escape(d), f".{glob.escape(name)}.tmp-*"))
     for path in found:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        discard(path)
     return found
 
 

@@ -8,9 +8,8 @@ import struct
 from dataclasses import dataclass
 
 from h2k_planner.errors import InputError
-from h2k_planner.sources.scope import Scope
+from h2k_planner.sources.scope import ChainWalk, Scope
 
-MAX_CHAIN = 64
 _EXT_BACKING_FORMAT = 0xE2792ACA
 _EXT_DATA_FILE = 0x44415441
 _MAX_NAME = 1023
@@ -80,15 +79,10 @@ def qcow2_chain(path: str, scope: Scope) -> tuple[list[tuple[str, str]], list[Qc
     extra files (external data files) are listed after the image that names them."""
     files: list[tuple[str, str]] = []
     headers: list[Qcow2Header] = []
-    seen: set[str] = set()
+    walk = ChainWalk(path, "backing chain")
     current, fmt = os.path.abspath(path), "qcow2"
     while True:
-        real = os.path.realpath(current)
-        if real in seen:
-            raise InputError(current, "backing chain loops back on itself")
-        if len(headers) >= MAX_CHAIN:
-            raise InputError(path, f"backing chain deeper than {MAX_CHAIN} levels")
-        seen.add(real)
+        walk.visit(current)
         files.append((current, fmt))
         if fmt != "qcow2":
             return files, headers

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from h2k_planner.errors import InputError
 
 MAX_VIRTUAL = 64 * 2**40  # 64 TiB: larger declared sizes are refused as absurd
+MAX_CHAIN = 64  # images in one backing/snapshot chain: deeper is a depth bomb
 _PROTOCOL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
@@ -56,3 +57,18 @@ def check_size(path: str, size: int, what: str = "declared size") -> int:
     if size < 0 or size > MAX_VIRTUAL:
         raise InputError(path, f"{what} of {size} bytes is absurd (limit {MAX_VIRTUAL} bytes)")
     return size
+
+
+class ChainWalk:
+    """Guards a walk down a backing or snapshot chain against loops and depth bombs."""
+
+    def __init__(self, top: str, what: str):
+        self.top, self.what, self.seen = top, what, set()
+
+    def visit(self, current: str) -> None:
+        real = os.path.realpath(current)
+        if real in self.seen:
+            raise InputError(current, f"{self.what} loops back on itself")
+        if len(self.seen) >= MAX_CHAIN:
+            raise InputError(self.top, f"{self.what} deeper than {MAX_CHAIN} levels")
+        self.seen.add(real)

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from h2k_planner.errors import InputError
 from h2k_planner.models import Disk
 from h2k_planner.probe import DESCRIPTOR_MAGIC
-from h2k_planner.sources.scope import Scope, check_size
+from h2k_planner.sources.scope import ChainWalk, Scope, check_size
 
 MAX_DESCRIPTOR = 64 * 1024
-MAX_CHAIN = 64
 NO_PARENT = 0xFFFFFFFF
 
 _EXTENT = re.compile(
@@ -157,16 +156,11 @@ def read_chain(path: str, scope: Scope | None = None) -> list[Descriptor]:
     """The snapshot chain from `path` down to its base, top first, with every link checked."""
     scope = scope or Scope.of(path)
     chain: list[Descriptor] = []
-    seen: set[str] = set()
+    walk = ChainWalk(path, "snapshot chain")
     current: str | None = os.path.abspath(path)
     child: Descriptor | None = None
     while current:
-        real = os.path.realpath(current)
-        if real in seen:
-            raise InputError(current, "snapshot chain loops back on itself")
-        if len(chain) >= MAX_CHAIN:
-            raise InputError(path, f"snapshot chain deeper than {MAX_CHAIN} levels")
-        seen.add(real)
+        walk.visit(current)
         if not os.path.isfile(current):
             what = f"parent of {os.path.basename(child.path)}" if child else "disk"
             raise InputError(current, f"missing VMDK ({what})")

@@ -29,21 +29,14 @@ def convert_disk(disk: Disk, output: Output, dest: str, tag: str,
         qemu_img.convert(disk.source, disk.format, temp, output.format, output.compress,
                          disk.virtual_size, tick_and_flush, progress)
     except process.ProcessFailed as e:
-        _discard(temp)
+        atomic.discard(temp)
         raise StageFailed(f"{disk.source}: qemu-img convert failed: {e.tail}") from None
     except BaseException:
-        _discard(temp)
+        atomic.discard(temp)
         raise
     if not owns():
-        _discard(temp)
+        atomic.discard(temp)
         raise process.Interrupted("lease lost before publishing the output")
     atomic.publish(temp, dest)
     progress(disk.virtual_size)
     return atomic.identity(dest)
-
-
-def _discard(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

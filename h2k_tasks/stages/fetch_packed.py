@@ -55,21 +55,14 @@ def fetch_packed(disk: Disk, dest: str, tag: str, tick: Callable[[], bool],
         if not owns():
             raise process.Interrupted("lease lost before publishing the unpacked disk")
     except (OSError, EOFError, zlib.error) as e:
-        _discard(temp)
+        atomic.discard(temp)
         raise StageFailed(f"{packed.file}: cannot unpack: {e}") from None
     except subprocess.CalledProcessError as e:
-        _discard(temp)
+        atomic.discard(temp)
         raise StageFailed(f"{packed.file}: qemu-img cannot read the unpacked disk: {e.stderr.strip()[-200:]}") from None
     except BaseException:
-        _discard(temp)
+        atomic.discard(temp)
         raise
     atomic.publish(temp, dest)
     return {"files": [{"path": packed.file, "size": st.st_size, "mtime_ns": st.st_mtime_ns}],
             "unpacked": atomic.identity(dest)}
-
-
-def _discard(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
