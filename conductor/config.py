@@ -43,6 +43,26 @@ class FixesConfig(BaseModel):
     boot_timeout: float = Field(900.0, gt=0, description="seconds the boot test waits (TCG is slow)")
 
 
+class VCenterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(description="vsphere://USER@HOST[:PORT]/DATACENTER (no password in it)")
+    password_file: str | None = Field(None, description="file holding the password, on the conductor and workers")
+    password_env: str | None = Field(None, description="environment variable holding the password")
+    ca_file: str | None = None
+    thumbprint: str | None = Field(None, description="SHA-256 of the server certificate, to pin it")
+    insecure: bool = False
+    shutdown: bool = Field(False, description="shut down powered-on VMs before migrating them (cold migration)")
+    shutdown_timeout: float = Field(300.0, gt=0, description="seconds to wait for a guest shutdown before power-off")
+
+    def endpoint(self):
+        from h2k_planner.secret_ref import SecretRef
+        from h2k_planner.sources.vsphere_endpoint import parse_url
+
+        ref = SecretRef(file=self.password_file) if self.password_file else (
+            SecretRef(env=self.password_env) if self.password_env else None)
+        return parse_url(self.url, ref, ca_file=self.ca_file, thumbprint=self.thumbprint, insecure=self.insecure)
+
+
 class LimitsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     per_source: int = Field(20, ge=0, description="disk lanes reading one source host or datastore at once")
@@ -63,6 +83,9 @@ class Config(BaseModel):
     output: OutputConfig = OutputConfig()
     vms: dict[str, VMOverride] = Field(default_factory=dict, description="per-VM overrides by VM name")
     fixes: FixesConfig = FixesConfig()
+    vcenters: dict[str, VCenterConfig] = Field(default_factory=dict,
+                                               description="vCenters by alias; a source `vsphere:ALIAS/PATTERN` "
+                                                           "reads the VMs matching PATTERN from it")
     placement: PlacementRules = PlacementRules()
     limits: LimitsConfig = LimitsConfig()
     worker: Settings = Settings()

@@ -6,25 +6,30 @@ from conductor.config import Config
 from conductor.driver import Driver, Limits
 from conductor.hosts import live_hosts
 from conductor.preflight import inspect_vms
+from conductor.vsphere_power import shut_down
 from h2k_planner.concerns import review
 from h2k_planner.errors import InputError
-from h2k_planner.models import Output, Plan
+from h2k_planner.models import VM, Output, Plan
 from h2k_planner.placement import place
 from h2k_planner.plan import make_plan
 from h2k_planner.sources import load_sources
+from h2k_planner.sources.vsphere import list_vms, read_vsphere, select, session
 from h2k_tasks.state import State
 
 
 def plan_wave(cfg: Config, sources: list[str], output_dir: str, state: State | None,
-              allow: tuple[str, ...] = (), inspect: bool = False) -> Plan:
+              allow: tuple[str, ...] = (), inspect: bool = False, power_off: bool = False) -> Plan:
     """`allow`: directories outside a source's own that its descriptors may point into;
-    `inspect`: look into the guests now (conductor/preflight.py) to add their concerns."""
+    `inspect`: look into the guests now (conductor/preflight.py) to add their concerns;
+    `power_off`: shut down powered-on vSphere VMs whose vCenter config asks for it."""
     if not sources:
         raise InputError(None, "no sources: name them on the command line or under sources: in the wave file")
     if cfg.output.compress and cfg.output.format != "qcow2":
         raise InputError(None, "--compress needs the qcow2 output format")
     output = Output(directory=output_dir, format=cfg.output.format, compress=cfg.output.compress)
-    vms = review(load_sources(sources, allow), output)
+    local = [s for s in sources if not s.startswith(VSPHERE)]
+    remote, endpoints = read_vcenters(cfg, [s for s in sources if s.startswith(VSPHERE)], power_off)
+    vms = review((load_sources(local, allow) if local else []) + remote, output)
     unknown = sorted(set(cfg.vms) - {vm.name for vm in vms})
     if unknown:
         raise InputError(None, f"config names VMs that no source has: {', '.join(unknown)}")
@@ -37,7 +42,29 @@ def plan_wave(cfg: Config, sources: list[str], output_dir: str, state: State | N
             else cfg.fixes.boot_test for vm in vms}
     return make_plan(vms, output, hosts=hosts, no_guest={name for name, o in cfg.vms.items() if not o.guest},
                      name=cfg.name, fixes=fixes, boot_test=boot, boot_timeout=cfg.fixes.boot_timeout,
-                     two_phase={name for name, o in cfg.vms.items() if o.two_phase_boot})
+                     two_phase={name for name, o in cfg.vms.items() if o.two_phase_boot}, endpoints=endpoints)
+
+
+VSPHERE = "vsphere:"
+
+
+def read_vcenters(cfg: Config, sources: list[str], power_off: bool) -> tuple[list[VM], dict[str, dict]]:
+    """VMs of `vsphere:ALIAS/PATTERN[,PATTERN...]` sources, and each one's endpoint (a reference)."""
+    vms: list[VM] = []
+    endpoints: dict[str, dict] = {}
+    for source in sources:
+        alias, _, patterns = source[len(VSPHERE):].partition("/")
+        if alias not in cfg.vcenters:
+            raise InputError(None, f"{source}: no vCenter {alias!r} under vcenters: in the config")
+        endpoint = cfg.vcenters[alias].endpoint()
+        wanted = [p for p in patterns.split(",") if p]
+        if power_off and cfg.vcenters[alias].shutdown:
+            with session(endpoint) as s:
+                shut_down(s, select(list_vms(s), wanted, endpoint.url), cfg.vcenters[alias].shutdown_timeout)
+        found = read_vsphere(endpoint, wanted)
+        vms += found
+        endpoints |= {vm.name: endpoint.model_dump(mode="json") for vm in found}
+    return vms, endpoints
 
 
 def driver_for(cfg: Config, state: State, plan: Plan) -> Driver:

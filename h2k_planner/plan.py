@@ -56,11 +56,12 @@ def wave_id(vms: list[VM], output: Output) -> str:
 def make_plan(vms: list[VM], output: Output, hosts: dict[str, str] | None = None,
               no_guest: set[str] = frozenset(), name: str = "", fixes: dict | None = None,
               boot_test: dict[str, bool] | None = None, boot_timeout: float = 900.0,
-              two_phase: set[str] = frozenset()) -> Plan:
+              two_phase: set[str] = frozenset(), endpoints: dict[str, dict] | None = None) -> Plan:
     """`hosts` maps VM names to the host placed for them (default: the embedded host); VMs named
     in `no_guest` are copied disk for disk, without the guest stage; `fixes` are the fixers'
     options; `boot_test` maps VM names to whether validate boots them (default: yes); VMs in
-    `two_phase` get a first-boot domain on SATA besides the virtio one."""
+    `two_phase` get a first-boot domain on SATA besides the virtio one; `endpoints` maps the
+    names of VMs read from vSphere to their endpoint (see PlannedVM.source_endpoint)."""
     names = [vm.slug for vm in vms]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -76,7 +77,8 @@ def make_plan(vms: list[VM], output: Output, hosts: dict[str, str] | None = None
                       stages=[s for s in VM_STAGES if not (s == "guest" and vm.name in no_guest)],
                       disk_stages=list(DISK_STAGES), fixes=fixes or {},
                       boot_test=(boot_test or {}).get(vm.name, True) and vm.name not in no_guest,
-                      boot_timeout=boot_timeout, two_phase_boot=vm.name in two_phase)
+                      boot_timeout=boot_timeout, two_phase_boot=vm.name in two_phase,
+                      source_endpoint=(endpoints or {}).get(vm.name))
             for vm in vms
         ],
     )

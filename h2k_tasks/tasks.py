@@ -13,6 +13,7 @@ from h2k_tasks.settings import Settings, redis_url
 from h2k_tasks.stages import StageFailed, output_path, vm_dir
 from h2k_tasks.stages.convert import convert_disk
 from h2k_tasks.stages.fetch import fetch_local, unchanged
+from h2k_tasks.stages.fetch_vsphere import fetch_vsphere
 from h2k_tasks.stages.fetch_packed import fetch_packed, readable, unpacked_path
 from h2k_tasks.stages.finalize import finalize_vm
 from h2k_tasks.stages.guest import guest_stage
@@ -37,6 +38,8 @@ def _outputs(run: StageRun) -> list[str]:
 
 # ---- the stages' work, and how to tell a recorded result still holds --------------------------
 def _fetch(run: StageRun) -> dict:
+    if run.pvm.source_endpoint:
+        return fetch_vsphere(run.pvm.source_endpoint, run.plan.output, run.pvm.vm, run.disk, run.alive, run.progress)
     if run.disk.packed:
         dest = unpacked_path(run.plan.output, run.pvm.vm, run.disk)
         return fetch_packed(run.disk, dest, f"g{run.gen}", run.alive, run.owns)

@@ -20,7 +20,7 @@ from rich.table import Table
 from conductor.commands.common import add_config_args, load_config, state_dir
 from conductor.driver import Driver, VMView
 from conductor.embedded import Embedded
-from conductor.planning import driver_for, plan_wave
+from conductor.planning import VSPHERE, driver_for, plan_wave
 from conductor.report import markdown
 from h2k_planner.concerns import gate
 from h2k_planner.errors import InputError
@@ -114,9 +114,9 @@ def _submit(args: argparse.Namespace) -> int:
         raise InputError(args.target, "output.directory is required in a wave file")
     state = State.from_url(redis_url(cfg.broker_url))
     base = os.path.dirname(os.path.abspath(args.target))
-    sources = [s if os.path.isabs(s) else os.path.join(base, s) for s in cfg.sources]
+    sources = [s if os.path.isabs(s) or s.startswith(VSPHERE) else os.path.join(base, s) for s in cfg.sources]
     started = time.perf_counter()
-    plan = plan_wave(cfg, sources, cfg.output.directory, state)
+    plan = plan_wave(cfg, sources, cfg.output.directory, state, power_off=True)
     gate([p.vm for p in plan.vms], cfg.allowed_concerns())
     driver = driver_for(cfg, state, plan)
     configure(cfg.worker_settings())

@@ -13,6 +13,7 @@ from h2k_planner.models import Disk, Output, VM
 from h2k_planner.sources.ovf_vm import Window
 from h2k_tasks import atomic, process, qemu_img
 from h2k_tasks.stages import StageFailed, vm_dir
+from h2k_tasks.stages.fetch_vsphere import local_copy
 
 CHUNK = 4 * 1024 * 1024
 SLACK = 64 * 1024 * 1024  # metadata an image may carry beyond its virtual size
@@ -23,10 +24,13 @@ def unpacked_path(output: Output, vm: VM, disk: Disk) -> str:
 
 
 def readable(output: Output, vm: VM, disk: Disk) -> Disk:
-    """The disk as convert and verify read it: a packed disk's unpacked copy, else itself."""
-    if disk.packed is None:
-        return disk
-    return disk.model_copy(update={"source": unpacked_path(output, vm, disk)})
+    """The disk as convert and verify read it: a packed disk's unpacked copy, a vSphere disk's
+    downloaded copy, else itself."""
+    if disk.packed is not None:
+        return disk.model_copy(update={"source": unpacked_path(output, vm, disk)})
+    if vm.source_kind == "vsphere":
+        return disk.model_copy(update={"source": local_copy(output, vm, disk)})
+    return disk
 
 
 def fetch_packed(disk: Disk, dest: str, tag: str, tick: Callable[[], bool],
