@@ -11,7 +11,9 @@ thrown away: the report lists what would change, and nothing is written.
 """
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import subprocess
 import tempfile
 
@@ -116,8 +118,11 @@ def guest_stage(vm: VM, disks: list[tuple[str, str]], vm_dir: str | None, option
         os.unlink(marker)
         raise StageFailed("an earlier commit of guest fixes was interrupted; the outputs were removed and "
                           "`h2k wave retry` converts them again")
+    if vm_dir:
+        for stale in glob.glob(os.path.join(glob.escape(vm_dir), ".guest-*")):  # a killed attempt's overlays
+            shutil.rmtree(stale, ignore_errors=True)
     accel = probe_accel()
-    with tempfile.TemporaryDirectory(prefix=".guest-", dir=None if dry_run else vm_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".guest-", dir=vm_dir) as tmp:
         overlays = []
         for n, (path, fmt) in enumerate(disks):
             overlays.append(os.path.join(tmp, f"overlay{n}.qcow2"))
