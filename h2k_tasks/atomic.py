@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 
 def temp_path(final: str, tag: str) -> str:
@@ -18,6 +20,20 @@ def discard(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+@contextmanager
+def staged(final: str, tag: str) -> Iterator[str]:
+    """A temp path beside `final`, after removing the temps of dead attempts; any exception inside
+    the block removes it. The caller publishes it once it is whole."""
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    remove_temps(final)
+    temp = temp_path(final, tag)
+    try:
+        yield temp
+    except BaseException:
+        discard(temp)
+        raise
 
 
 def remove_temps(final: str) -> list[str]:

@@ -6,7 +6,6 @@ owns the stage (`owns()`), so a fenced duplicate never replaces a good output.
 """
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 from h2k_planner.models import Disk, Output
@@ -17,26 +16,19 @@ from h2k_tasks.stages import StageFailed
 def convert_disk(disk: Disk, output: Output, dest: str, tag: str,
                  tick: Callable[[], bool], progress: Callable[[int], None],
                  owns: Callable[[], bool]) -> dict:
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    atomic.remove_temps(dest)
-    temp = atomic.temp_path(dest, tag)
+    with atomic.staged(dest, tag) as temp:
 
-    def tick_and_flush() -> bool:
-        atomic.start_writeback(temp)
-        return tick()
+        def tick_and_flush() -> bool:
+            atomic.start_writeback(temp)
+            return tick()
 
-    try:
-        qemu_img.convert(disk.source, disk.format, temp, output.format, output.compress,
-                         disk.virtual_size, tick_and_flush, progress)
-    except process.ProcessFailed as e:
-        atomic.discard(temp)
-        raise StageFailed(f"{disk.source}: qemu-img convert failed: {e.tail}") from None
-    except BaseException:
-        atomic.discard(temp)
-        raise
-    if not owns():
-        atomic.discard(temp)
-        raise process.Interrupted("lease lost before publishing the output")
+        try:
+            qemu_img.convert(disk.source, disk.format, temp, output.format, output.compress,
+                             disk.virtual_size, tick_and_flush, progress)
+        except process.ProcessFailed as e:
+            raise StageFailed(f"{disk.source}: qemu-img convert failed: {e.tail}") from None
+        if not owns():
+            raise process.Interrupted("lease lost before publishing the output")
     atomic.publish(temp, dest)
     progress(disk.virtual_size)
     return atomic.identity(dest)

@@ -36,37 +36,30 @@ def readable(output: Output, vm: VM, disk: Disk) -> Disk:
 def fetch_packed(disk: Disk, dest: str, tag: str, tick: Callable[[], bool],
                  owns: Callable[[], bool]) -> dict:
     packed = disk.packed
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    atomic.remove_temps(dest)
-    temp = atomic.temp_path(dest, tag)
     limit = disk.virtual_size + disk.virtual_size // 8 + SLACK
-    try:
-        with open(packed.file, "rb") as src, open(temp, "wb") as out:
-            st = os.fstat(src.fileno())
-            src.seek(packed.offset)
-            stream = gzip.GzipFile(fileobj=Window(src, packed.size))
-            written = 0
-            while chunk := stream.read(CHUNK):
-                written += len(chunk)
-                if written > limit:
-                    raise StageFailed(f"{packed.file}: gzip'd disk expands past {limit} bytes")
-                out.write(chunk)
-                if not tick():
-                    raise process.Interrupted("lease lost while unpacking")
-        size = int(qemu_img.info(temp, disk.format)["virtual-size"])
-        if size != disk.virtual_size:
-            raise StageFailed(f"{packed.file}: the unpacked disk holds {size} bytes, the source declares {disk.virtual_size}")
-        if not owns():
-            raise process.Interrupted("lease lost before publishing the unpacked disk")
-    except (OSError, EOFError, zlib.error) as e:
-        atomic.discard(temp)
-        raise StageFailed(f"{packed.file}: cannot unpack: {e}") from None
-    except subprocess.CalledProcessError as e:
-        atomic.discard(temp)
-        raise StageFailed(f"{packed.file}: qemu-img cannot read the unpacked disk: {e.stderr.strip()[-200:]}") from None
-    except BaseException:
-        atomic.discard(temp)
-        raise
+    with atomic.staged(dest, tag) as temp:
+        try:
+            with open(packed.file, "rb") as src, open(temp, "wb") as out:
+                st = os.fstat(src.fileno())
+                src.seek(packed.offset)
+                stream = gzip.GzipFile(fileobj=Window(src, packed.size))
+                written = 0
+                while chunk := stream.read(CHUNK):
+                    written += len(chunk)
+                    if written > limit:
+                        raise StageFailed(f"{packed.file}: gzip'd disk expands past {limit} bytes")
+                    out.write(chunk)
+                    if not tick():
+                        raise process.Interrupted("lease lost while unpacking")
+            size = int(qemu_img.info(temp, disk.format)["virtual-size"])
+            if size != disk.virtual_size:
+                raise StageFailed(f"{packed.file}: the unpacked disk holds {size} bytes, the source declares {disk.virtual_size}")
+            if not owns():
+                raise process.Interrupted("lease lost before publishing the unpacked disk")
+        except (OSError, EOFError, zlib.error) as e:
+            raise StageFailed(f"{packed.file}: cannot unpack: {e}") from None
+        except subprocess.CalledProcessError as e:
+            raise StageFailed(f"{packed.file}: qemu-img cannot read the unpacked disk: {e.stderr.strip()[-200:]}") from None
     atomic.publish(temp, dest)
     return {"files": [{"path": packed.file, "size": st.st_size, "mtime_ns": st.st_mtime_ns}],
             "unpacked": atomic.identity(dest)}
