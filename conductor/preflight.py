@@ -12,7 +12,7 @@ from h2k_tasks.stages.guest import inspect, open_session
 def inspect_vm(vm: VM, fixes: dict) -> VM:
     if any(d.packed for d in vm.disks):
         return vm  # compressed members are unpacked by the fetch stage; the guest stage checks them
-    g = open_session([d.source for d in vm.disks], fmt=None, formats=[d.format for d in vm.disks], readonly=True)
+    g = open_session([(d.source, d.format) for d in vm.disks], readonly=True)
     try:
         info = inspect(g)
         if info["os_type"] == "windows":

@@ -33,14 +33,14 @@ ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 COMMIT_MARKER = ".guest-commit"
 
 
-def open_session(paths: list[str], fmt: str | None, readonly: bool, formats: list[str] | None = None):
-    """A launched handle over `paths`, all in format `fmt`, or each in its entry of `formats`."""
+def open_session(drives: list[tuple[str, str]], readonly: bool):
+    """A launched handle over `drives`, given as (path, format) in boot order."""
     import guestfs
 
     os.environ.update(libguestfs_env())
     g = guestfs.GuestFS(python_return_dict=True)
-    for path, f in zip(paths, formats or [fmt] * len(paths)):
-        g.add_drive_opts(path, format=f, readonly=readonly)
+    for path, fmt in drives:
+        g.add_drive_opts(path, format=fmt, readonly=readonly)
     g.launch()
     return g
 
@@ -127,7 +127,7 @@ def guest_stage(vm: VM, disks: list[tuple[str, str]], vm_dir: str | None, option
         for n, (path, fmt) in enumerate(disks):
             overlays.append(os.path.join(tmp, f"overlay{n}.qcow2"))
             _qemu_img("create", "-q", "-f", "qcow2", "-b", os.path.abspath(path), "-F", fmt, overlays[-1])
-        g = open_session(overlays, "qcow2", readonly=False)
+        g = open_session([(overlay, "qcow2") for overlay in overlays], readonly=False)
         try:
             info = inspect(g)
             changes, notes, facts = _fix(g, info, vm, options) if info["os_type"] != "unknown" else (
