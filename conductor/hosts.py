@@ -7,9 +7,11 @@ from h2k_planner.placement import HostFacts
 from h2k_tasks.state import P, State
 
 
-def live_hosts(state: State) -> list[HostFacts]:
+def live_hosts(state: State, count_queued: bool = True) -> list[HostFacts]:
+    """The hosts with a live worker; `count_queued` adds the bytes already queued for each, which
+    placement needs and reading every running wave's plan costs."""
     names = [k.split(":", 2)[2] for k in state.r.scan_iter(f"{P}:host:*")]
-    queued = queued_bytes(state)
+    queued = queued_bytes(state) if count_queued else {}
     hosts = []
     for name in sorted(names):
         rec = state.r.hgetall(f"{P}:host:{name}")

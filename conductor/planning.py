@@ -70,5 +70,5 @@ def read_vcenters(cfg: Config, sources: list[str], power_off: bool) -> tuple[lis
 def driver_for(cfg: Config, state: State, plan: Plan) -> Driver:
     """A scheduler for `plan` with the config's timings and the fleet-wide caps of the live hosts."""
     caps = Limits(per_source=cfg.limits.per_source, per_wave=cfg.limits.per_wave,
-                  per_host={h.name: h.concurrency for h in live_hosts(state)})
+                  per_host={h.name: h.concurrency for h in live_hosts(state, count_queued=False)})
     return Driver(state, plan, cfg.conductor.poll_interval, caps, stall_after=cfg.conductor.stall_after)
