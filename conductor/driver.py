@@ -229,12 +229,18 @@ class Driver:
             self.state.mark_sent(self.wave, holder)
             self._sent[holder] = now
 
+    def close_if_done(self, views: list[VMView]) -> bool:
+        """Mark the wave finished once every VM's report is written; True if it is."""
+        if not all(v.finished for v in views):
+            return False
+        self.state.set_wave_field(self.wave, status="finished", run_ended=time.time())
+        return True
+
     def wait(self, on_pass=None) -> list[VMView]:
         while True:
             views = self.step()
             if on_pass:
                 on_pass(views)
-            if all(v.finished for v in views):
-                self.state.set_wave_field(self.wave, status="finished", run_ended=time.time())
+            if self.close_if_done(views):
                 return views
             time.sleep(self.poll_interval)

@@ -81,12 +81,6 @@ class Embedded:
         if os.path.exists(self.url_file):
             os.unlink(self.url_file)
 
-    def __enter__(self) -> "Embedded":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
 
 def start_worker(settings: Settings, log_file: str) -> subprocess.Popen:
     """A worker process for `settings.host`, in its own session so it can be killed as a group."""

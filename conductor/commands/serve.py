@@ -56,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
                 driver.runs = {}  # re-read: a retry or resume may have started new runs
                 views = driver.step()
                 metrics.observe(wave, views)
-                if all(v.finished for v in views):
-                    state.set_wave_field(wave, status="finished", run_ended=time.time())
+                if driver.close_if_done(views):
                     log.info("wave %s finished", wave)
         except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as e:
             log.warning("redis unavailable (%s); retrying", e)
