@@ -11,23 +11,26 @@ from h2k_tasks import process
 _PCT = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
 
 
-def convert_cmd(src: str, src_fmt: str, dst: str, fmt: str, compress: bool) -> list[str]:
+def convert_cmd(src: str, src_fmt: str, dst: str, fmt: str, compress: bool, rate_limit: int = 0) -> list[str]:
     cmd = ["qemu-img", "convert", "-p", "-f", src_fmt, "-O", fmt]
+    if rate_limit:
+        cmd += ["-r", str(rate_limit)]
     if compress:
         cmd += ["-c", "-o", "compression_type=zstd"]
     return cmd + [src, dst]
 
 
 def convert(src: str, src_fmt: str, dst: str, fmt: str, compress: bool, size: int,
-            tick: Callable[[], bool], progress: Callable[[int], None]) -> None:
-    """One read of the whole chain, one write of the output, progress in bytes."""
+            tick: Callable[[], bool], progress: Callable[[int], None], rate_limit: int = 0) -> None:
+    """One read of the whole chain, one write of the output, progress in bytes; `rate_limit`
+    caps the read rate in bytes per second (0: no cap)."""
 
     def on_output(line: str) -> None:
         m = _PCT.search(line)
         if m:
             progress(int(float(m.group(1)) / 100 * size))
 
-    process.run(convert_cmd(src, src_fmt, dst, fmt, compress), tick=tick, on_output=on_output)
+    process.run(convert_cmd(src, src_fmt, dst, fmt, compress, rate_limit), tick=tick, on_output=on_output)
 
 
 def info(path: str, fmt: str) -> dict:

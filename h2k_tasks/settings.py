@@ -18,6 +18,8 @@ class Settings(BaseModel):
     host: str = Field("local", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="this worker's host name")
     concurrency: int = Field(2, ge=1, le=64, description="stages a worker runs at once")
     data_dir: str = Field("/", description="where this host keeps outputs; its free space guides placement")
+    convert_rate_limit: int = Field(0, ge=0, description="bytes per second each conversion may read (0: no cap), "
+                                                         "to spare a shared source datastore")
     task_time_limit: int = Field(12 * HOUR, ge=60, description="hard limit for one stage, seconds")
     visibility_timeout: int = Field(13 * HOUR, ge=60, description="broker redelivery delay, > task_time_limit")
     lease_ttl: float = Field(60.0, ge=2, description="a stage whose heartbeat stops for this long is re-sent")

@@ -54,7 +54,8 @@ def _convert(run: StageRun) -> dict:
         run.progress(done, run.disk.virtual_size)
 
     dest = output_path(run.plan.output, run.pvm.vm, run.disk)
-    return convert_disk(readable(run.plan.output, run.pvm.vm, run.disk), run.plan.output, dest, f"g{run.gen}", tick, progress, run.owns)
+    return convert_disk(readable(run.plan.output, run.pvm.vm, run.disk), run.plan.output, dest, f"g{run.gen}", tick,
+                        progress, run.owns, run.settings.convert_rate_limit)
 
 
 def _verify(run: StageRun) -> dict:

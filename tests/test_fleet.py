@@ -30,7 +30,10 @@ class Fleet:
         self.tmp, self.redis, self.workers = tmp_path, redis_server, workers
         self.r = redis_server.client()
         self.conductor: subprocess.Popen | None = None
-        self.worker_procs = {h: workers.start(suite_settings(redis_server.url, host=h)) for h in HOSTS}
+        # conversions read at most 256 MiB/s, so the big VM's convert lasts seconds whatever the machine:
+        # the crash and cancel below land while it runs
+        self.worker_procs = {h: workers.start(suite_settings(redis_server.url, host=h, convert_rate_limit=256 << 20))
+                             for h in HOSTS}
         wait_for(lambda: all(self.r.exists(f"h2k:host:{h}") for h in HOSTS), 60, "workers to publish their hosts")
 
     def start_conductor(self, metrics_port: int = 0) -> None:

@@ -15,7 +15,7 @@ from h2k_tasks.stages import StageFailed
 
 def convert_disk(disk: Disk, output: Output, dest: str, tag: str,
                  tick: Callable[[], bool], progress: Callable[[int], None],
-                 owns: Callable[[], bool]) -> dict:
+                 owns: Callable[[], bool], rate_limit: int = 0) -> dict:
     with atomic.staged(dest, tag) as temp:
 
         def tick_and_flush() -> bool:
@@ -24,7 +24,7 @@ def convert_disk(disk: Disk, output: Output, dest: str, tag: str,
 
         try:
             qemu_img.convert(disk.source, disk.format, temp, output.format, output.compress,
-                             disk.virtual_size, tick_and_flush, progress)
+                             disk.virtual_size, tick_and_flush, progress, rate_limit)
         except process.ProcessFailed as e:
             raise StageFailed(f"{disk.source}: qemu-img convert failed: {e.tail}") from None
         if not owns():
