@@ -1,6 +1,7 @@
 """Fixtures giving each test real redis-server and worker processes (see tests/support.py)."""
 from __future__ import annotations
 
+import shutil
 import tempfile
 
 import pytest
@@ -8,6 +9,18 @@ import pytest
 from tests.support import RedisServer, Workers
 
 pytest_plugins = ["tests.conftest_vsphere"]  # the vSphere simulator's fixtures, started once per session
+
+# A full run peaks near 5 GiB of disk images in the temp directory (measured on 308 tests); building the
+# guest caches the first time takes a few more. Below this, every image-building test would error.
+NEEDED_FREE_GIB = 10
+
+
+def pytest_sessionstart(session):
+    tmp = tempfile.gettempdir()
+    free = shutil.disk_usage(tmp).free / 2**30
+    if free < NEEDED_FREE_GIB:
+        pytest.exit(f"{tmp}: {free:.1f} GiB free, the suite needs {NEEDED_FREE_GIB} GiB for its disk images; "
+                    "free some space first", returncode=1)
 
 
 @pytest.fixture
