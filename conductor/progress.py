@@ -1,14 +1,70 @@
-"""Live progress: a bar per disk (bytes, rate, ETA) while a wave runs, a summary table at the end."""
+"""Live progress: a bar per disk (bytes, rate, ETA) while a wave runs, a summary table at the end.
+
+A disk's bytes are those its lane moves: the download from the datastore (vSphere sources; local
+sources are read in place) and the conversion. Until a download starts its size is taken to be
+the disk's virtual size; the worker reports the real total with its first bytes.
+"""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from conductor.driver import VMView
+from h2k_planner.models import Disk
+
+
+@dataclass
+class Bytes:
+    done: int = 0
+    total: int = 0
+    moving: int = 0  # bytes moved so far by stages still running
+    seconds: float = 0.0  # the longest running time among them
+
+    def __add__(self, other: Bytes) -> Bytes:
+        return Bytes(self.done + other.done, self.total + other.total, self.moving + other.moving,
+                     max(self.seconds, other.seconds))
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate, None while nothing is moving."""
+        if not self.moving or self.seconds <= 0:
+            return None
+        return (self.total - self.done) / (self.moving / self.seconds)
+
+
+def _stage_bytes(view: VMView, key: tuple[str, str], expected: int) -> Bytes:
+    rec = view.records[key]
+    total = int(rec.get("total") or 0) or expected
+    if view.done(key):
+        total = int(rec.get("bytes") or 0) or total
+        return Bytes(total, total)
+    if rec.get("status") == "running" and rec.get("started"):
+        got = int(rec.get("bytes") or 0)
+        return Bytes(got, total, got, float(rec.get("updated") or 0) - float(rec["started"]))
+    return Bytes(0, total)
+
+
+def disk_bytes(view: VMView, disk: Disk) -> Bytes:
+    lane = f"d{disk.index}"
+    moved = _stage_bytes(view, (lane, "convert"), disk.virtual_size)
+    if view.pvm.source_endpoint:
+        moved = _stage_bytes(view, (lane, "fetch"), disk.virtual_size) + moved
+    return moved
+
+
+def vm_bytes(view: VMView) -> Bytes:
+    return sum((disk_bytes(view, d) for d in view.pvm.vm.disks), Bytes())
 
 
 class WaveProgress:
@@ -33,12 +89,12 @@ class WaveProgress:
             for disk in vm.disks:
                 lane = f"d{disk.index}"
                 key = (vm.name, lane)
+                moved = disk_bytes(view, disk)
                 if key not in self.bars:
                     self.bars[key] = self.progress.add_task(f"{vm.name}/disk{disk.index}",
-                                                            total=disk.virtual_size, stage="queued")
-                rec = view.records[(lane, "convert")]
-                done = disk.virtual_size if view.done((lane, "convert")) else int(rec.get("bytes") or 0)
-                self.progress.update(self.bars[key], completed=done, stage=_stage_text(view, lane))
+                                                            total=moved.total, stage="queued")
+                self.progress.update(self.bars[key], completed=moved.done, total=moved.total,
+                                     stage=_stage_text(view, lane))
 
 
 def _stage_text(view: VMView, lane: str) -> str:

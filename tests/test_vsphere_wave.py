@@ -47,6 +47,9 @@ def test_wave_from_vsphere(vcsim, password_file, vcsim_password, tmp_path):
         cmp = subprocess.run(["qemu-img", "compare", "-f", "vmdk", "-F", "qcow2", str(placed[name]),
                               report["outputs"][0]["path"]], capture_output=True, text=True)
         assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+        fetched = [r for r in report["stages"] if r["stage"] == "fetch"]
+        on_datastore = sum(f.stat().st_size for f in placed[name].parent.glob(f"{name}*.vmdk"))
+        assert [r["bytes"] for r in fetched] == [on_datastore]  # the download's progress went through Redis
 
     secret = vcsim_password.encode()
     for directory, _, files in os.walk(out):  # reports, logs, Redis's AOF of the private broker

@@ -21,6 +21,7 @@ from conductor.commands.common import add_config_args, load_config, state_dir
 from conductor.driver import Driver, VMView
 from conductor.embedded import Embedded
 from conductor.planning import VSPHERE, driver_for, plan_wave
+from conductor.progress import vm_bytes
 from conductor.report import markdown
 from h2k_planner.concerns import gate
 from h2k_planner.errors import InputError
@@ -130,29 +131,12 @@ def _submit(args: argparse.Namespace) -> int:
     return 0 if all(v.status == "succeeded" for v in views) else 1
 
 
-def vm_progress(view: VMView) -> tuple[int, int, float | None]:
-    """Bytes converted, bytes in all, and seconds left at the current rate (None if unknown)."""
-    done = total = 0
-    rate_bytes, rate_secs = 0, 0.0
-    for disk in view.pvm.vm.disks:
-        rec = view.records[(f"d{disk.index}", "convert")]
-        total += disk.virtual_size
-        if view.done((f"d{disk.index}", "convert")):
-            done += disk.virtual_size
-        elif rec.get("status") == "running" and rec.get("started"):
-            got = int(rec.get("bytes") or 0)
-            done += got
-            rate_bytes += got
-            rate_secs = max(rate_secs, float(rec.get("updated") or 0) - float(rec["started"]))
-    eta = (total - done) / (rate_bytes / rate_secs) if rate_bytes and rate_secs > 0 else None
-    return done, total, eta
-
-
 def status_table(driver: Driver, views: list[VMView]) -> Table:
     table = Table("VM", "host", "status", "progress", "ETA", title=f"wave {driver.wave} {driver.plan.name}".strip())
     for v in views:
-        done, total, eta = vm_progress(v)
-        pct = f"{100 * done / total:.0f}%" if total else "-"
+        moved = vm_bytes(v)
+        pct = f"{100 * moved.done / moved.total:.0f}%" if moved.total else "-"
+        eta = moved.eta
         table.add_row(v.pvm.vm.name, v.pvm.host, v.status, pct, f"{eta:.0f}s" if eta is not None else "-")
     return table
 

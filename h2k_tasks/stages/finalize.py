@@ -20,6 +20,7 @@ def stage_rows(pvm: PlannedVM, records: dict[tuple[str, str], dict]) -> list[dic
             "attempts": int(rec.get("attempt") or 0), "host": rec.get("host", ""),
             "started": started or None, "ended": ended or None,
             "seconds": round(ended - started, 3) if started and ended >= started else None,
+            "bytes": int(rec.get("bytes") or 0),  # what the stage moved (download, conversion), as it reported
             "error": rec.get("error") or None,
         })
     return rows
