@@ -80,6 +80,8 @@ class VM(Strict):
     nics: list[Nic] = Field(default_factory=list)
     source: str = Field(description="where the VM was read from: a file path or a URL")
     source_kind: str = Field(description="which source module read it: vmx, ovf, disk, vsphere")
+    source_host: str | None = Field(None, description="the host its disks are read through, for the "
+                                                      "per-source cap (vSphere: 'esx:<ESXi host>')")
     concerns: list[Concern] = Field(default_factory=list)
 
     @property
@@ -99,7 +101,8 @@ class Output(Strict):
 class PlannedVM(Strict):
     vm: VM
     host: str = Field(description="worker host the VM is placed on; its tasks go to h2k.host.<host>")
-    source_group: str = Field("", description="what the VM reads from, for the per-source concurrency cap")
+    source_group: str = Field("", description="what the VM reads from, for the per-source concurrency cap: "
+                                               "its source host if known, else its datastore or file system")
     stages: list[str] = Field(description="VM-level stages, in order, after every disk's stages")
     disk_stages: list[str] = Field(description="stages each disk goes through, in order")
     fixes: dict = Field(default_factory=dict, description="options for the guest fixers (no secrets)")

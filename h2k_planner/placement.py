@@ -31,8 +31,14 @@ class PlacementRules(BaseModel):
                                     description="source group (e.g. 'ds:datastore1' or 'file:/vmfs/a') -> host")
 
 
+def source_cap(vm: VM) -> str:
+    """What a VM's reads count against for the per-source concurrency cap: the host its disks are
+    read through when the source names one (an ESXi host), else its source group."""
+    return vm.source_host or source_group(vm)
+
+
 def source_group(vm: VM) -> str:
-    """What a VM reads from, for placement and for the per-source concurrency cap."""
+    """Where a VM's disks live (a datastore or a mounted file system), for placement rules."""
     first = vm.disks[0].source if vm.disks else vm.source
     if first.startswith("["):
         return "ds:" + first[1:first.index("]")] if "]" in first else "ds:?"

@@ -34,7 +34,7 @@ from celery import chain, group, signature
 
 from h2k_planner.errors import InputError
 from h2k_planner.models import VM, Output, Plan, PlannedVM
-from h2k_planner.placement import LOCAL_HOST, source_group
+from h2k_planner.placement import LOCAL_HOST, source_cap
 
 DISK_STAGES = ["fetch", "convert", "verify"]
 VM_STAGES = ["guest", "validate"]
@@ -73,7 +73,7 @@ def make_plan(vms: list[VM], output: Output, hosts: dict[str, str] | None = None
         name=name,
         output=output,
         vms=[
-            PlannedVM(vm=vm, host=hosts.get(vm.name, LOCAL_HOST), source_group=source_group(vm),
+            PlannedVM(vm=vm, host=hosts.get(vm.name, LOCAL_HOST), source_group=source_cap(vm),
                       stages=[s for s in VM_STAGES if not (s == "guest" and vm.name in no_guest)],
                       disk_stages=list(DISK_STAGES), fixes=fixes or {},
                       boot_test=(boot_test or {}).get(vm.name, True) and vm.name not in no_guest,

@@ -5,7 +5,7 @@ import pytest
 
 from h2k_planner.errors import InputError
 from h2k_planner.models import VM, Disk
-from h2k_planner.placement import HostFacts, PlacementRules, place, source_group
+from h2k_planner.placement import HostFacts, PlacementRules, place, source_cap, source_group
 
 GIB = 2**30
 
@@ -38,3 +38,11 @@ def test_unknown_host_is_refused_and_no_hosts_means_local():
 def test_source_group_of_datastore_and_file(tmp_path):
     assert source_group(vm("x", 1)) == "ds:ds1"
     assert source_group(vm("x", 1, source=str(tmp_path / "a.vmdk"))).startswith("file:/")
+
+
+def test_the_cap_counts_reads_against_the_source_host_and_placement_keeps_the_datastore():
+    on_esx = vm("x", 1).model_copy(update={"source_host": "esx:esx07"})
+    assert source_cap(on_esx) == "esx:esx07" and source_group(on_esx) == "ds:ds1"
+    assert source_cap(vm("y", 1)) == "ds:ds1"
+    hosts = [HostFacts(name="a"), HostFacts(name="b", free_bytes=GIB)]
+    assert place([on_esx], PlacementRules(sources={"ds:ds1": "a"}), hosts, {}) == {"x": "a"}

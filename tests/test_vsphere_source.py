@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import socket
 import time
 
@@ -11,12 +12,15 @@ import pytest
 
 from conductor.commands import inventory
 from h2k_planner.errors import InputError
+from h2k_planner.models import Output
+from h2k_planner.plan import make_plan
 from h2k_planner.secret_ref import SecretRef
 from h2k_planner.sources import vsphere
 from h2k_planner.sources.vsphere_endpoint import Endpoint, parse_url
 from tests import vcsim as vcsim_launcher
 from tests.conftest_vsphere import BULK_VMS
 
+ESX_HOST = re.compile(r"DC0_(C0_)?H\d+")  # the simulator's hosts: standalone, or in cluster C0
 SPECIAL = ["clean", "download", "independent", "nocbt", "running", "shared", "snapped"]
 
 
@@ -52,6 +56,8 @@ def test_vm_mapping(records, endpoint_module):
     vm = vsphere.to_vm(record, endpoint_module)
     assert vm.source_kind == "vsphere"
     assert vm.source == f"{endpoint_module.url}?moref={record.moref}"
+    assert ESX_HOST.fullmatch(record.esx_host) and vm.source_host == f"esx:{record.esx_host}"
+    assert make_plan([vm], Output(directory="/out")).vms[0].source_group == vm.source_host  # the download cap
     assert vm.firmware.value == "efi" and vm.guest_os == "rhel8_64Guest"
     assert (vm.cpus, vm.memory_mib) == (2, 2048)
     [disk] = vm.disks

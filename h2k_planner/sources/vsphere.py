@@ -71,13 +71,14 @@ def list_vms(s: Session) -> list[VsphereVM]:
         if not isinstance(dc, vim.Datacenter):
             raise InputError(endpoint.url, f"no datacenter at inventory path {endpoint.datacenter!r}")
         view = s.content.viewManager.CreateContainerView(
-            dc, [vim.VirtualMachine, vim.Folder, vim.dvs.DistributedVirtualPortgroup], True)
+            dc, [vim.VirtualMachine, vim.Folder, vim.dvs.DistributedVirtualPortgroup, vim.HostSystem], True)
         try:
             objects = _retrieve(s.content.propertyCollector, view)
         finally:
             view.DestroyView()
     names: dict[str, tuple[str, str | None]] = {}
     portgroups: dict[str, str] = {}
+    hosts: dict[str, str] = {}
     vms: list[tuple[str, dict]] = []
     for obj in objects:
         props = {p.name: p.val for p in obj.propSet}
@@ -86,10 +87,12 @@ def list_vms(s: Session) -> list[VsphereVM]:
             names[obj.obj._moId] = (props["name"], parent._moId if isinstance(parent, vim.Folder) else None)
         elif isinstance(obj.obj, vim.dvs.DistributedVirtualPortgroup):
             portgroups[props["key"]] = props["name"]
+        elif isinstance(obj.obj, vim.HostSystem):
+            hosts[obj.obj._moId] = props["name"]
         else:
             vms.append((obj.obj._moId, props))
     folders = {moref: _folder_path(moref, names) for moref in names}
-    return sorted((decode_vm(moref, props, folders, portgroups) for moref, props in vms),
+    return sorted((decode_vm(moref, props, folders, portgroups, hosts) for moref, props in vms),
                   key=lambda vm: (vm.folder, vm.name))
 
 
@@ -126,6 +129,7 @@ def to_vm(record: VsphereVM, endpoint: Endpoint) -> VM:
         nics=[Nic(mac=n.mac, model=n.type, network=n.network, name=n.label) for n in record.nics],
         source=f"{endpoint.url}?moref={record.moref}",
         source_kind="vsphere",
+        source_host=f"esx:{record.esx_host}" if record.esx_host else None,
         concerns=concerns(record),
     )
 
@@ -148,6 +152,7 @@ def _retrieve(pc: vmodl.query.PropertyCollector, view: vim.view.ContainerView) -
             vmodl.query.PropertyCollector.PropertySpec(type=vim.Folder, pathSet=["name", "parent"]),
             vmodl.query.PropertyCollector.PropertySpec(type=vim.dvs.DistributedVirtualPortgroup,
                                                        pathSet=["name", "key"]),
+            vmodl.query.PropertyCollector.PropertySpec(type=vim.HostSystem, pathSet=["name"]),
         ])
     result = pc.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
     objects = []

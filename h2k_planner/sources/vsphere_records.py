@@ -15,7 +15,7 @@ VM_PROPERTIES = [
     "name", "parent", "runtime.powerState", "config.guestId", "config.firmware",
     "config.bootOptions.efiSecureBootEnabled", "config.hardware.numCPU", "config.hardware.memoryMB",
     "config.hardware.device", "config.uuid", "config.changeTrackingEnabled", "config.keyId",
-    "config.template", "snapshot",
+    "config.template", "snapshot", "runtime.host",
 ]
 
 _BUS = {
@@ -59,6 +59,7 @@ class VsphereVM(BaseModel):
 
     moref: str
     name: str
+    esx_host: str = Field("", description="the ESXi host the VM is registered on, '' if none")
     folder: str = Field(description="folder path below the datacenter's VM folder, '' at its top")
     power_state: str
     guest_id: str
@@ -81,14 +82,17 @@ class VsphereVM(BaseModel):
 
 
 def decode_vm(moref: str, props: dict[str, Any], folders: dict[str, str],
-              portgroups: dict[str, str]) -> VsphereVM:
-    """One VM from its properties; `folders` maps folder moref to path, `portgroups` key to name."""
+              portgroups: dict[str, str], hosts: dict[str, str]) -> VsphereVM:
+    """One VM from its properties; `folders` maps folder moref to path, `portgroups` key to name,
+    `hosts` ESXi host moref to name."""
     devices = props.get("config.hardware.device") or []
     controllers = {d.key: d for d in devices if isinstance(d, vim.vm.device.VirtualController)}
     parent = props.get("parent")
+    host = props.get("runtime.host")
     return VsphereVM(
         moref=moref,
         name=props["name"],
+        esx_host=hosts.get(host._moId, host._moId) if host is not None else "",
         folder=folders.get(parent._moId, "") if parent is not None else "",
         power_state=str(props.get("runtime.powerState") or "unknown"),
         guest_id=props.get("config.guestId") or "",
