@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from rich.console import Console
 
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         configure(settings)
         driver = driver_for(cfg, state, plan)
+        since = time.time()
         driver.submit()
         if args.json or not console.is_terminal:
             views = driver.wait()
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if embedded:
             embedded.stop()
-    rows = [result_row(v) for v in views]
+    rows = [result_row(v, since) for v in views]
     if args.json:
         json.dump({"wave": plan.wave, "vms": rows}, sys.stdout, indent=2)
         print()
@@ -88,15 +90,17 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(r["status"] == "succeeded" for r in rows) else 1
 
 
-def result_row(view: VMView) -> dict:
+def result_row(view: VMView, since: float) -> dict:
+    """A VM's line in the summary; its seconds are this invocation's (a resumed VM's earlier work
+    is not counted again)."""
     result = decode(view.records[("vm", FINAL_STAGE)], "result", {})
-    starts = [float(r["started"]) for r in view.records.values() if r.get("started")]
+    starts = [max(since, float(r["started"])) for r in view.records.values() if r.get("started")]
     ends = [float(r["ended"]) for r in view.records.values() if r.get("ended")]
     errors = [f"{lane}/{stage}: {r['error']}" for (lane, stage), r in view.records.items()
               if r.get("status") == "failed" and r.get("error")]
     return {
         "vm": view.pvm.vm.name, "status": result.get("status", "unknown"), "disks": len(view.pvm.vm.disks),
-        "seconds": (max(ends) - min(starts)) if starts and ends else None,
+        "seconds": max(0.0, max(ends) - min(starts)) if starts and ends else None,
         "report": result.get("report"), "errors": errors, "domain_xml": result.get("domain_xml"),
         "first_boot_domain_xml": result.get("first_boot_domain_xml"),
     }
