@@ -4,10 +4,13 @@ The output disks are never written: each gets a throwaway qcow2 overlay. The gue
 disks (or another bus, to compare), a virtio-net NIC on QEMU user networking (whose DHCP server
 hands out 10.0.2.15), its own firmware (SeaBIOS or OVMF), and a serial console written to a file
 that is read as it grows. QEMU runs in its own process group and is always killed at the end, and
-with a parent-death signal, so a worker killed outright does not leave it running.
+with a parent-death signal, so a worker killed outright does not leave it running. The overlays
+live in a scratch directory under `workdir` (the validate stage gives the VM's output directory);
+one that a killed worker left there is removed by the next boot test.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -28,6 +31,7 @@ from h2k_tasks.process import kill_group
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 POLL_SECONDS = 0.5
+SCRATCH_PREFIX = ".h2k-boot-"
 Bus = Literal["virtio", "sata", "ide"]
 _MAX_DISKS = {"sata": 6, "ide": 4}
 Cancel = Callable[[], bool] | threading.Event
@@ -58,18 +62,23 @@ def boot_test(
     cpus: int = 1,
     console_log: str | None = None,
     accel: Accel | None = None,
+    workdir: str | None = None,
 ) -> BootResult:
     """Boot `disks` (first one boots) on throwaway overlays; return as soon as a verdict is seen.
 
     `cancel` is an Event or a callable polled twice a second; `console_log`, if given, keeps the
-    whole serial console there.
+    whole serial console there. `workdir` (default: the system's temp directory) must not be
+    shared by two boot tests at once when given: its earlier scratch directories are removed.
     """
     if not disks:
         raise ValueError("boot_test needs at least one disk")
     if len(disks) > _MAX_DISKS.get(bus, len(disks)):
         raise ValueError(f"the {bus} bus takes at most {_MAX_DISKS[bus]} disks")
     accel = accel or probe_accel()
-    with tempfile.TemporaryDirectory(prefix="h2k-boot-") as tmp:
+    if workdir:
+        for dead in glob.glob(os.path.join(glob.escape(workdir), SCRATCH_PREFIX + "*")):
+            shutil.rmtree(dead, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=workdir) as tmp:
         overlays = [_overlay(disk, os.path.join(tmp, f"disk{i}.qcow2")) for i, disk in enumerate(disks)]
         console = console_log or os.path.join(tmp, "console.log")
         open(console, "wb").close()

@@ -1,6 +1,7 @@
 """Real boots under QEMU: the VMware-like Debian guest fails on virtio and boots on SATA, unfixed."""
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -116,9 +117,12 @@ def test_missing_disk_is_an_input_error(tmp_path):
         boot_test([str(tmp_path / "nope.vmdk")], "bios", timeout=5)
 
 
+# cli; lidt [0x7c10] (a zero-limit IDT); int3 -> triple fault; -no-reboot makes QEMU exit.
+RESET_CODE = bytes([0xFA, 0x0F, 0x01, 0x1E, 0x10, 0x7C, 0xCC])
+
+
 def test_guest_that_resets_ends_with_qemu_exited(tmp_path):
-    # cli; lidt [0x7c10] (a zero-limit IDT); int3 -> triple fault; -no-reboot makes QEMU exit.
-    disk = _boot_sector_disk(str(tmp_path / "reset.img"), bytes([0xFA, 0x0F, 0x01, 0x1E, 0x10, 0x7C, 0xCC]))
+    disk = _boot_sector_disk(str(tmp_path / "reset.img"), RESET_CODE)
     result = boot_test([disk], "bios", timeout=30)
     assert (result.booted, result.verdict) == (False, "qemu-exited")
     assert result.reason == "QEMU exited with status 0 before a verdict: no message"
@@ -127,8 +131,9 @@ def test_guest_that_resets_ends_with_qemu_exited(tmp_path):
 def test_qemu_dies_with_a_worker_that_is_killed_outright(guest, tmp_path):
     console = str(tmp_path / "orphan-console")
     script = ("import sys; from h2k_tasks.boot_test import boot_test; "
-              "boot_test([sys.argv[1]], 'bios', 600, console_log=sys.argv[2])")
-    worker = subprocess.Popen([sys.executable, "-c", script, guest.vmdk, console])
+              "boot_test([sys.argv[1]], 'bios', 600, console_log=sys.argv[2], workdir=sys.argv[3])")
+    worker = subprocess.Popen([sys.executable, "-c", script, guest.vmdk, console, str(tmp_path)],
+                              env=os.environ | {"TMPDIR": str(tmp_path)})  # what else it leaves stays here
     deadline = time.monotonic() + 30
     while not _qemu_running_with(console):
         assert time.monotonic() < deadline and worker.poll() is None, "QEMU never started"
@@ -139,3 +144,7 @@ def test_qemu_dies_with_a_worker_that_is_killed_outright(guest, tmp_path):
     while _qemu_running_with(console) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _qemu_running_with(console)
+    [left] = glob.glob(str(tmp_path / ".h2k-boot-*"))  # the killed worker's overlays
+    disk = _boot_sector_disk(str(tmp_path / "reset.img"), RESET_CODE)
+    assert boot_test([disk], "bios", timeout=30, workdir=str(tmp_path)).verdict == "qemu-exited"
+    assert not os.path.exists(left) and not glob.glob(str(tmp_path / ".h2k-boot-*"))

@@ -3,8 +3,8 @@ exception that may escape is InputError."""
 from __future__ import annotations
 
 import os
-import tempfile
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +18,6 @@ from h2k_planner.sources.vmx import parse_vmx
 from tests.builders.ovf import ovf_xml
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-WORKDIR = tempfile.mkdtemp(prefix="h2k-fuzz-")
 
 _tokens = st.sampled_from([
     "RW", "RDONLY", "NOACCESS", "FLAT", "SPARSE", "VMFS", "ZERO", "VMFSRDM", "SESPARSE", '"', "=", " ", "\t",
@@ -29,8 +28,13 @@ _tokens = st.sampled_from([
 _lines = st.lists(st.one_of(_tokens, st.text(max_size=12)), max_size=40).map("".join)
 
 
-def _write(name: str, data: bytes) -> str:
-    path = os.path.join(WORKDIR, name)
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("fuzz"))
+
+
+def _write(workdir: str, name: str, data: bytes) -> str:
+    path = os.path.join(workdir, name)
     with open(path, "wb") as f:
         f.write(data)
     return path
@@ -45,19 +49,19 @@ def _only_input_errors(fn, *args) -> None:
 
 @FUZZ
 @given(st.one_of(_lines.map(lambda s: s.encode("utf-8", "surrogatepass")), st.binary(max_size=600)))
-def test_vmx_parser(data):
-    _only_input_errors(parse_vmx, _write("f.vmx", data))
+def test_vmx_parser(workdir, data):
+    _only_input_errors(parse_vmx, _write(workdir, "f.vmx", data))
 
 
 @FUZZ
 @given(_lines, st.sampled_from([b"", b"# Disk DescriptorFile\n", b"\xef\xbb\xbf# Disk DescriptorFile\r\n"]),
        st.sampled_from(["utf-8", "latin-1", "utf-16"]))
-def test_vmdk_descriptor_parser(body, head, encoding):
+def test_vmdk_descriptor_parser(workdir, body, head, encoding):
     try:
         raw = head + body.encode(encoding, "replace")
     except UnicodeEncodeError:
         raw = head + body.encode("utf-8", "replace")
-    _only_input_errors(parse_descriptor, _write("f.vmdk", raw))
+    _only_input_errors(parse_descriptor, _write(workdir, "f.vmdk", raw))
 
 
 _VALID_OVF = ovf_xml("vm", [("disk.vmdk", 2**20, False)]).encode()

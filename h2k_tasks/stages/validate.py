@@ -29,7 +29,7 @@ def validate_vm(pvm: PlannedVM, output: Output, outputs: list[str], inspection: 
     firmware = inspection.get("firmware") or vm.firmware.value
     result = boot_test(outputs, firmware=firmware, timeout=pvm.boot_timeout, cancel=lambda: not alive(),
                        mac=next((n.mac for n in vm.nics if n.mac), None), memory_mib=max(vm.memory_mib, 512),
-                       console_log=os.path.join(vm_dir, "console.log"))
+                       console_log=os.path.join(vm_dir, "console.log"), workdir=vm_dir)
     boot = result.model_dump()
     if not result.booted and result.verdict != "cancelled":
         raise StageFailed(f"boot test: {result.verdict}: {result.reason}", details={"checks": checks, "boot": boot})
