@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: deps
-	$(VPY) -m pytest -ra
+	$(VPY) -m pytest -ra --durations=15
 
 demo: deps
 	rm -rf $(DEMO_DIR)
