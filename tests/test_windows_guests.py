@@ -13,7 +13,6 @@ import tarfile
 import uuid
 from pathlib import Path
 
-import hivex
 import pytest
 
 from h2k_planner.errors import InputError
@@ -23,6 +22,7 @@ from h2k_tasks.fixers.windows import fix_windows, undo_reg
 from h2k_tasks.inspect_windows import inspect_windows, windows_concerns
 from h2k_tasks.windows.hives import binary, dword, expand_sz, multi_sz, sz
 from tests.builders.pe import pe_header_only
+from tests.builders.regf import hive_tree
 from tests.builders.virtio_win import DRIVERS, fake_virtio_win
 from tests.builders.windows_guest import PROFILES, STATIC_IP, VARIANTS, VMWARE_TOOLS_CODE, windows_disks
 
@@ -37,20 +37,6 @@ EXPECTED = {  # profile: (product, generation, build, server, arch)
     "win2019": ("Windows Server 2019 Standard", "2k19", 17763, True, "x86_64"),
     "win2022": ("Windows Server 2022 Datacenter", "2k22", 20348, True, "x86_64"),
 }
-
-
-def _hive_tree(path: Path) -> dict:
-    """{lower-case key path: {lower-case value name: (type, bytes)}} of a whole hive."""
-    h = hivex.Hivex(str(path))
-    out = {}
-
-    def visit(node, name):
-        out[name.lower()] = {h.value_key(v).lower(): h.value_value(v) for v in h.node_values(node)}
-        for child in h.node_children(node):
-            visit(child, f"{name}\\{h.node_name(child)}" if name else h.node_name(child))
-
-    visit(h.root(), "")
-    return out
 
 
 def _download_hives(g, facts, dest: Path) -> dict[str, Path]:
@@ -222,9 +208,9 @@ def _delta(before: dict, after: dict) -> dict:
 @pytest.mark.parametrize("name", list(PROFILES))
 def test_hives_hold_exactly_the_expected_changes(run, name):
     r = run[name]
-    system = _delta(_hive_tree(r["before"]["SYSTEM"]), _hive_tree(r["after"]["SYSTEM"]))
+    system = _delta(hive_tree(r["before"]["SYSTEM"]), hive_tree(r["after"]["SYSTEM"]))
     assert system == expected_system(name)
-    software = _delta(_hive_tree(r["before"]["SOFTWARE"]), _hive_tree(r["after"]["SOFTWARE"]))
+    software = _delta(hive_tree(r["before"]["SOFTWARE"]), hive_tree(r["after"]["SOFTWARE"]))
     assert software == {"microsoft\\windows\\currentversion": {
         "devicepath": expand_sz("%SystemRoot%\\inf;%SystemRoot%\\Drivers\\VirtIO")}}
     assert r["second"] == [], "a second run must change nothing"
@@ -273,7 +259,7 @@ def test_undo_reg_restores_the_source_hives(run, name, tmp_path):
         reg.write_text(text)
         subprocess.run(["hivexregedit", "--merge", "--prefix", f"HKEY_LOCAL_MACHINE\\{hive}", str(restored),
                         str(reg)], check=True)
-        assert _hive_tree(restored) == _hive_tree(r["before"][hive])
+        assert hive_tree(restored) == hive_tree(r["before"][hive])
 
 
 @pytest.mark.parametrize("name", list(PROFILES))

@@ -4,7 +4,6 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
-from pathlib import Path
 
 import hivex
 import pytest
@@ -16,7 +15,7 @@ from h2k_tasks.inspect_windows import generation, windows_concerns
 from h2k_tasks.windows.hives import Hive, dword, expand_sz, multi_sz, sz
 from h2k_tasks.windows.virtio_win import VirtioWin, boot_choices, os_candidates
 from tests.builders.pe import pe_header_only
-from tests.builders.regf import empty_hive, write_empty_hive
+from tests.builders.regf import empty_hive, hive_tree, write_empty_hive
 from tests.builders.virtio_win import fake_virtio_win, virtio_win_iso
 
 
@@ -101,19 +100,6 @@ class _LocalFiles:
         shutil.copy(src, dst)
 
 
-def _walk(path: Path) -> dict:
-    h = hivex.Hivex(str(path))
-    out = {}
-
-    def visit(node, name):
-        out[name.lower()] = {h.value_key(v).lower(): h.value_value(v) for v in h.node_values(node)}
-        for child in h.node_children(node):
-            visit(child, f"{name}\\{h.node_name(child)}")
-
-    visit(h.root(), "")
-    return out
-
-
 def test_undo_reg_restores_values_and_removes_created_keys(tmp_path):
     hive_file = write_empty_hive(tmp_path / "SOFTWARE")
     h = hivex.Hivex(str(hive_file), write=True)
@@ -121,7 +107,7 @@ def test_undo_reg_restores_values_and_removes_created_keys(tmp_path):
     h.node_set_value(cv, {"key": "DevicePath", "t": 2, "value": expand_sz("%SystemRoot%\\inf")[1]})
     h.node_set_value(cv, {"key": "Keep", "t": 4, "value": dword(7)[1]})
     h.commit(None)
-    before = _walk(hive_file)
+    before = hive_tree(hive_file)
     work = tmp_path / "work"
     work.mkdir()
     hive = Hive(_LocalFiles(), str(hive_file), "SOFTWARE", work)
@@ -133,8 +119,8 @@ def test_undo_reg_restores_values_and_removes_created_keys(tmp_path):
     hive.save()
     assert [c.summary for c in changes] == ["set DevicePath", "set Added", "created key", "created key",
                                             "created key", "set (default)"]
-    after = _walk(hive_file)
-    assert after["\\windows\\currentversion"]["devicepath"] == expand_sz("%SystemRoot%\\inf;x")
+    after = hive_tree(hive_file)
+    assert after["windows\\currentversion"]["devicepath"] == expand_sz("%SystemRoot%\\inf;x")
     texts = undo_reg(changes)
     assert set(texts) == {"SOFTWARE"}
     assert "[-HKEY_LOCAL_MACHINE\\SOFTWARE\\New]" in texts["SOFTWARE"]
@@ -142,7 +128,7 @@ def test_undo_reg_restores_values_and_removes_created_keys(tmp_path):
     reg.write_text(texts["SOFTWARE"])
     subprocess.run(["hivexregedit", "--merge", "--prefix", "HKEY_LOCAL_MACHINE\\SOFTWARE", str(hive_file),
                     str(reg)], check=True)
-    assert _walk(hive_file) == before
+    assert hive_tree(hive_file) == before
 
 
 def test_runner_and_scripts_are_crlf_batch_with_retry():

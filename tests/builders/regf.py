@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import hivex
+
 BLOCK = 4096
 _NO_CELL = 0xFFFFFFFF
 _FILETIME_2020 = 132223104000000000  # 2020-01-01, a fixed timestamp keeps images reproducible
@@ -116,3 +118,17 @@ def write_empty_hive(path: str | Path, root_name: str = "ROOT") -> Path:
     path = Path(path)
     path.write_bytes(empty_hive(root_name))
     return path
+
+
+def hive_tree(path: Path) -> dict:
+    """A whole hive read back with hivex: {lower-case key path: {lower-case value name: (type, bytes)}}."""
+    h = hivex.Hivex(str(path))
+    out = {}
+
+    def visit(node, name):
+        out[name.lower()] = {h.value_key(v).lower(): h.value_value(v) for v in h.node_values(node)}
+        for child in h.node_children(node):
+            visit(child, f"{name}\\{h.node_name(child)}" if name else h.node_name(child))
+
+    visit(h.root(), "")
+    return out
