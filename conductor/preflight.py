@@ -6,13 +6,14 @@ from __future__ import annotations
 from h2k_planner.models import VM
 from h2k_tasks.inspect_linux import inspect_linux, linux_concerns
 from h2k_tasks.inspect_windows import inspect_windows, windows_concerns
-from h2k_tasks.stages.guest import inspect, open_session
+from h2k_tasks.appliance import open_session
+from h2k_tasks.stages.guest import inspect
 
 
 def inspect_vm(vm: VM, fixes: dict) -> VM:
     if any(d.packed for d in vm.disks):
         return vm  # compressed members are unpacked by the fetch stage; the guest stage checks them
-    g = open_session([(d.source, d.format) for d in vm.disks], readonly=True)
+    g, _ = open_session([(d.source, d.format) for d in vm.disks], readonly=True)
     try:
         info = inspect(g)
         if info["os_type"] == "windows":

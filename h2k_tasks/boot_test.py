@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from h2k_planner.errors import InputError
 from h2k_tasks import boot_console
-from h2k_tasks.accel import QEMU, Accel, probe_accel
+from h2k_tasks.accel import Accel, Hypervisor, host_accel, remember, tcg_instead
 from h2k_tasks.process import kill_group
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
@@ -41,6 +41,7 @@ class BootResult(BaseModel):
     booted: bool
     verdict: str  # login, kernel-panic, initramfs-shell, emergency-shell, bootloader-rescue,
     #               no-boot-device, timeout, qemu-exited, cancelled
+    #               (and, under KVM only, no-sign-of-life: nothing on the console, see below)
     reason: str  # one line for the report, with the console evidence
     seconds: float  # from QEMU start to the verdict
     seconds_to_login: float | None = None
@@ -63,21 +64,45 @@ def boot_test(
     console_log: str | None = None,
     accel: Accel | None = None,
     workdir: str | None = None,
+    hv: Hypervisor = Hypervisor(),
 ) -> BootResult:
     """Boot `disks` (first one boots) on throwaway overlays; return as soon as a verdict is seen.
 
     `cancel` is an Event or a callable polled twice a second; `console_log`, if given, keeps the
     whole serial console there. `workdir` (default: the system's temp directory) must not be
     shared by two boot tests at once when given: its earlier scratch directories are removed.
+    `accel` (default: the host's verdict for `hv`) is the accelerator to boot under.
+
+    Under KVM, a QEMU that prints nothing on the console (the firmware always does, at once) within
+    `hv.kvm_deadline`, or ends before printing anything, is killed and the boot retried once under
+    TCG; when the firmware does speak under TCG, the host's verdict switches to TCG.
     """
     if not disks:
         raise ValueError("boot_test needs at least one disk")
     if len(disks) > _MAX_DISKS.get(bus, len(disks)):
         raise ValueError(f"the {bus} bus takes at most {_MAX_DISKS[bus]} disks")
-    accel = accel or probe_accel()
+    accel = accel or host_accel(hv)
     if workdir:
         for dead in glob.glob(os.path.join(glob.escape(workdir), SCRATCH_PREFIX + "*")):
             shutil.rmtree(dead, ignore_errors=True)
+
+    def boot(accel: Accel) -> BootResult:
+        return _boot_once(disks, firmware, timeout, cancel, bus, mac, memory_mib, cpus, console_log, accel,
+                          workdir, hv, hv.kvm_deadline if accel.name == "kvm" else None)
+
+    result = boot(accel)
+    if result.verdict != "no-sign-of-life":
+        return result
+    tcg = tcg_instead(f"a boot test {result.reason}")
+    retry = boot(tcg)
+    if retry.console_tail:  # the firmware ran under TCG: KVM was at fault
+        remember(hv, tcg)
+    return retry
+
+
+def _boot_once(disks: list[str], firmware: str, timeout: float, cancel: Cancel | None, bus: Bus, mac: str | None,
+               memory_mib: int, cpus: int, console_log: str | None, accel: Accel, workdir: str | None,
+               hv: Hypervisor, sign_of_life: float | None) -> BootResult:
     with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=workdir) as tmp:
         overlays = [_overlay(disk, os.path.join(tmp, f"disk{i}.qcow2")) for i, disk in enumerate(disks)]
         console = console_log or os.path.join(tmp, "console.log")
@@ -85,7 +110,7 @@ def boot_test(
         # setpriv: the kernel kills QEMU too if this worker dies without reaching `finally`.
         # q35 with the NIC behind a PCIe root port, as in the libvirt domain we emit, so the guest
         # names its NIC as it will on the target (enp1s0).
-        cmd = ["setpriv", "--pdeathsig", "KILL", "--", QEMU, *accel.qemu_args, "-machine", "q35",
+        cmd = ["setpriv", "--pdeathsig", "KILL", "--", hv.path(), *accel.qemu_args, "-machine", "q35",
                "-m", str(memory_mib), "-smp", str(cpus),
                "-nodefaults", "-no-user-config", "-display", "none", "-vga", "std", "-no-reboot",
                "-monitor", "none", "-serial", f"file:{console}",
@@ -97,13 +122,13 @@ def boot_test(
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                     start_new_session=True)
         try:
-            return _watch(proc, console, errfile, timeout, cancel, accel)
+            return _watch(proc, console, errfile, timeout, cancel, accel, sign_of_life)
         finally:
             kill_group(proc)
 
 
 def _watch(proc: subprocess.Popen, console: str, errfile: str, timeout: float,
-           cancel: Cancel | None, accel: Accel) -> BootResult:
+           cancel: Cancel | None, accel: Accel, sign_of_life: float | None) -> BootResult:
     start = time.monotonic()
     raw = bytearray()
     with open(console, "rb") as f:
@@ -125,6 +150,10 @@ def _watch(proc: subprocess.Popen, console: str, errfile: str, timeout: float,
                 reason = (f"reached a login prompt after {elapsed:g} s" if verdict.booted
                           else f"{verdict.kind}: {verdict.evidence}")
                 return result(verdict.booted, verdict.kind, reason)
+            if sign_of_life is not None and not raw and (exited or elapsed >= sign_of_life):
+                how = f"QEMU ended with status {proc.returncode}" if exited else f"{sign_of_life:g} s passed"
+                return result(False, "no-sign-of-life", f"showed no console output under KVM ({how}): "
+                                                        f"{_last_line(errfile)}")
             if exited:
                 return result(False, "qemu-exited",
                               f"QEMU exited with status {proc.returncode} before a verdict: {_last_line(errfile)}")

@@ -28,7 +28,7 @@ class Interrupted(Exception):
     """The stage lost its lease or was cancelled; the child was killed."""
 
 
-def _child_setup() -> None:
+def child_setup() -> None:
     os.setpgid(0, 0)
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -54,7 +54,7 @@ def run(
     each piece handed to `on_output` as it arrives."""
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        preexec_fn=_child_setup, bufsize=0,
+        preexec_fn=child_setup, bufsize=0,
     )
     tail: deque[str] = deque(maxlen=200)
 

@@ -7,6 +7,7 @@ import os
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from h2k_planner.errors import InputError
+from h2k_tasks.accel import KVM_DEADLINE, QEMU, Hypervisor
 
 HOUR = 3600
 
@@ -20,6 +21,10 @@ class Settings(BaseModel):
     data_dir: str = Field("/", description="where this host keeps outputs; its free space guides placement")
     convert_rate_limit: int = Field(0, ge=0, description="bytes per second each conversion may read (0: no cap), "
                                                          "to spare a shared source datastore")
+    qemu: str = Field(QEMU, description="the QEMU binary for the libguestfs appliance, the boot test and the "
+                                        "accelerator probe (a name on PATH or a path)")
+    kvm_deadline: float = Field(KVM_DEADLINE, ge=1, description="seconds a libguestfs launch, the first console "
+                                "output of a boot, or the probe may take under KVM before the host falls back to TCG")
     task_time_limit: int = Field(12 * HOUR, ge=60, description="hard limit for one stage, seconds")
     visibility_timeout: int = Field(13 * HOUR, ge=60, description="broker redelivery delay, > task_time_limit")
     lease_ttl: float = Field(60.0, ge=2, description="a stage whose heartbeat stops for this long is re-sent")
@@ -34,6 +39,9 @@ class Settings(BaseModel):
                 f"({self.task_time_limit}s), or Redis redelivers running stages to a second worker"
             )
         return self
+
+    def hypervisor(self) -> Hypervisor:
+        return Hypervisor(self.qemu, self.kvm_deadline)
 
     def to_env(self) -> dict[str, str]:
         return {f"H2K_{k.upper()}": str(v) for k, v in self.model_dump().items()}

@@ -67,13 +67,14 @@ def _verify(run: StageRun) -> dict:
 
 def _guest(run: StageRun) -> dict:
     disks = [(path, run.plan.output.format) for path in _outputs(run)]
-    return guest_stage(run.pvm.vm, disks, vm_dir(run.plan.output, run.pvm.vm), run.pvm.fixes)
+    return guest_stage(run.pvm.vm, disks, vm_dir(run.plan.output, run.pvm.vm), run.pvm.fixes,
+                       run.settings.hypervisor())
 
 
 def _validate(run: StageRun) -> dict:
     inspection = run.result_of("vm", "guest").get("inspection", {})
     return validate_vm(run.pvm, run.plan.output, _outputs(run), inspection, vm_dir(run.plan.output, run.pvm.vm),
-                       run.alive)
+                       run.alive, run.settings.hypervisor())
 
 
 def _finalize(run: StageRun) -> dict:

@@ -1,12 +1,13 @@
 """A launched, inspected and mounted phony Linux guest on a throwaway overlay, ready for the fixers."""
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from h2k_planner.models import VM, Disk, Firmware, Nic
+from h2k_tasks import qemu_img
+from h2k_tasks.appliance import open_session
 from h2k_tasks.fixers import FixContext
 from h2k_tasks.fixers.guestfiles import read
 from h2k_tasks.fixers.linux import fix_linux
@@ -45,20 +46,14 @@ def fixed_guest(name: str, workdir: Path, firmware: str = "bios", options: dict 
 
 
 def open_guest(name: str, workdir: Path, firmware: str = "bios", options: dict | None = None) -> Guest:
-    import guestfs
-
-    os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
-    os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
-    g = guestfs.GuestFS(python_return_dict=True)
     disks = []
     for i, image in enumerate(phony_linux.build_all()[name]):
         overlay = workdir / f"{name}-{i}.qcow2"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image), str(overlay)],
                        check=True)
-        g.add_drive_opts(str(overlay), format="qcow2")
-        disks.append(Disk(source=str(overlay), format="qcow2", virtual_size=g.disk_virtual_size(str(overlay)),
+        disks.append(Disk(source=str(overlay), format="qcow2", virtual_size=qemu_img.info(str(overlay), "qcow2")["virtual-size"],
                           bus="scsi", unit=i, index=i))
-    g.launch()
+    g, _ = open_session([(d.source, d.format) for d in disks], readonly=False)
     roots = g.inspect_os()
     assert len(roots) == 1, roots
     mps = g.inspect_get_mountpoints(roots[0])

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from h2k_planner.errors import InputError
-from h2k_tasks.accel import probe_accel
+from h2k_tasks.accel import host_accel
 from h2k_tasks.boot_test import boot_test
 from tests.builders.debian_guest import build_debian_guest
 
@@ -72,7 +72,7 @@ def test_unfixed_guest_on_virtio_drops_to_the_initramfs_shell(guest, tmp_path):
     assert result.seconds_to_login is None and result.seconds < BOOT_TIMEOUT
     assert any("Gave up waiting for root file system device" in ln for ln in result.console_tail)
     assert 0 < len(result.console_tail) <= 50
-    assert result.accel == probe_accel().name
+    assert result.accel == host_accel().name
     assert _fingerprint(guest.vmdk) == before, "the boot test wrote to the disk it validated"
 
 

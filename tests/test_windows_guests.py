@@ -7,7 +7,6 @@ and unmounted. The tests then read back the hives with hivex on the host.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import tarfile
 import uuid
@@ -17,6 +16,7 @@ import pytest
 
 from h2k_planner.errors import InputError
 from h2k_planner.models import VM, Disk, Nic, Severity
+from h2k_tasks.appliance import open_session
 from h2k_tasks.fixers import FixContext
 from h2k_tasks.fixers.windows import fix_windows, undo_reg
 from h2k_tasks.inspect_windows import inspect_windows, windows_concerns
@@ -66,23 +66,16 @@ def _try_fix(ctx):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
-    os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
-    import guestfs
-
     tmp = tmp_path_factory.mktemp("windows")
     bases = windows_disks(ALL)
     tree = fake_virtio_win(tmp / "virtio-win", omit={("vioscsi", "2k22")})
     service_exe = tmp / "service-host.exe"
     service_exe.write_bytes(pe_header_only("x86_64"))  # stands in for the user's service host
     options = {"virtio_win": str(tree), "firstboot_service_exe": str(service_exe)}
-    g = guestfs.GuestFS(python_return_dict=True)
     for name in ALL:
-        overlay = tmp / f"{name}.qcow2"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(bases[name]), "-F", "raw",
-                        str(overlay)], check=True)
-        g.add_drive_opts(str(overlay), format="qcow2")
-    g.launch()
+                        str(tmp / f"{name}.qcow2")], check=True)
+    g, _ = open_session([(str(tmp / f"{name}.qcow2"), "qcow2") for name in ALL], readonly=False)
     roots = g.inspect_os()
     results = {}
     for name, dev in zip(ALL, g.list_devices()):

@@ -65,6 +65,10 @@ def build_report(plan: Plan, pvm: PlannedVM, records: dict[tuple[str, str], dict
         "changes": guest.get("changes", []),
         "notes": guest.get("notes", []) + ([validate["boot_note"]] if validate.get("boot_note") else []),
         "validation": validate or None,
+        # what the libguestfs session and the boot test ran on, and why (a fallback from KVM says so)
+        "accelerators": {"guest": guest.get("accel"),
+                         "boot": ({"name": boot["accel"], "reason": boot["accel_reason"]}
+                                  if (boot := validate.get("boot")) else None)},
         "outputs": outputs,
         "domain_xml": os.path.join(vm_dir(plan.output, vm), f"{vm.slug}.xml") if status == "succeeded" else None,
         "first_boot_domain_xml": (os.path.join(vm_dir(plan.output, vm), f"{vm.slug}-firstboot-sata.xml")

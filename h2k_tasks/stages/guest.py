@@ -20,7 +20,8 @@ import tempfile
 from h2k_planner.errors import InputError
 from h2k_planner.models import VM
 from h2k_tasks import atomic
-from h2k_tasks.accel import libguestfs_env, probe_accel
+from h2k_tasks.accel import Hypervisor
+from h2k_tasks.appliance import LaunchTimeout, open_session
 from h2k_tasks.fixers import Change, FixContext
 from h2k_tasks.fixers.linux import fix_linux
 from h2k_tasks.fixers.windows import fix_windows
@@ -31,18 +32,6 @@ from h2k_tasks.stages import StageFailed
 
 ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 COMMIT_MARKER = ".guest-commit"
-
-
-def open_session(drives: list[tuple[str, str]], readonly: bool):
-    """A launched handle over `drives`, given as (path, format) in boot order."""
-    import guestfs
-
-    os.environ.update(libguestfs_env())
-    g = guestfs.GuestFS(python_return_dict=True)
-    for path, fmt in drives:
-        g.add_drive_opts(path, format=fmt, readonly=readonly)
-    g.launch()
-    return g
 
 
 def detect_firmware(g) -> str:
@@ -106,9 +95,10 @@ def _qemu_img(*args: str) -> None:
         raise StageFailed(f"qemu-img {args[0]} failed: {proc.stderr.strip()}")
 
 
-def guest_stage(vm: VM, disks: list[tuple[str, str]], vm_dir: str | None, options: dict) -> dict:
+def guest_stage(vm: VM, disks: list[tuple[str, str]], vm_dir: str | None, options: dict,
+                hv: Hypervisor = Hypervisor()) -> dict:
     """`disks`: (path, format) of each disk in boot order: the outputs in `vm_dir`; or, with
-    `vm_dir` None, the sources, for a dry run that writes nothing."""
+    `vm_dir` None, the sources, for a dry run that writes nothing. `hv`: the worker's QEMU."""
     dry_run = vm_dir is None
     marker = os.path.join(vm_dir, COMMIT_MARKER) if vm_dir else ""
     if marker and os.path.exists(marker):
@@ -121,13 +111,15 @@ def guest_stage(vm: VM, disks: list[tuple[str, str]], vm_dir: str | None, option
     if vm_dir:
         for stale in glob.glob(os.path.join(glob.escape(vm_dir), ".guest-*")):  # a killed attempt's overlays
             shutil.rmtree(stale, ignore_errors=True)
-    accel = probe_accel()
     with tempfile.TemporaryDirectory(prefix=".guest-", dir=vm_dir) as tmp:
         overlays = []
         for n, (path, fmt) in enumerate(disks):
             overlays.append(os.path.join(tmp, f"overlay{n}.qcow2"))
             _qemu_img("create", "-q", "-f", "qcow2", "-b", os.path.abspath(path), "-F", fmt, overlays[-1])
-        g = open_session([(overlay, "qcow2") for overlay in overlays], readonly=False)
+        try:
+            g, accel = open_session([(overlay, "qcow2") for overlay in overlays], readonly=False, hv=hv)
+        except LaunchTimeout as e:
+            raise StageFailed(str(e)) from None
         try:
             info = inspect(g)
             changes, notes, facts = _fix(g, info, vm, options) if info["os_type"] != "unknown" else (
@@ -141,7 +133,7 @@ def guest_stage(vm: VM, disks: list[tuple[str, str]], vm_dir: str | None, option
         finally:
             g.close()
         result = {"inspection": info | facts, "changes": [c.model_dump() for c in changes], "notes": notes,
-                  "accel": {"name": accel.name, "reason": accel.reason}}
+                  "accel": accel.report()}
         if dry_run:
             return result
         if changes:

@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 
-from h2k_tasks.accel import libguestfs_env
+from h2k_tasks.appliance import open_session
 
 MIRROR = "http://deb.debian.org/debian"
 SUITE = "bookworm"
@@ -174,15 +174,10 @@ def _initramfs_listing(root: str, kernel: str) -> list[str]:
 
 
 def _make_disk(tarball: str, raw: str) -> None:
-    import guestfs
-
-    for key, value in libguestfs_env().items():
-        os.environ.setdefault(key, value)
-    g = guestfs.GuestFS(python_return_dict=True)
+    with open(raw, "wb") as f:
+        f.truncate(DISK_SIZE)
+    g, _ = open_session([(raw, "raw")], readonly=False)
     try:
-        g.disk_create(raw, "raw", DISK_SIZE)
-        g.add_drive_opts(raw, format="raw", readonly=False)
-        g.launch()
         g.part_init("/dev/sda", "msdos")
         g.part_add("/dev/sda", "p", 2048, -1)
         g.part_set_bootable("/dev/sda", 1, True)

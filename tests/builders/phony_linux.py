@@ -13,9 +13,11 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
+from h2k_tasks.appliance import open_session
 from tests.builders import phony_recipes as recipes
 
 CALLS_LOG = recipes.CALLS_LOG
@@ -26,11 +28,6 @@ TOOLS_DIR = Path(__file__).with_name("phony_tools")
 
 def cache_dir() -> Path:
     return Path(os.environ.get("H2K_TEST_CACHE", Path.home() / ".cache" / "h2k-tests"))
-
-
-def _libguestfs_env() -> None:
-    os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
-    os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
 
 
 def _recipe_key(recipe: dict) -> str:
@@ -59,7 +56,6 @@ def build_all(names: list[str] | None = None) -> dict[str, list[Path]]:
 
 
 def _build(todo: dict) -> None:
-    _libguestfs_env()
     cache_dir().mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="building-", dir=cache_dir()))
     try:
@@ -69,19 +65,16 @@ def _build(todo: dict) -> None:
 
 
 def _build_in(work: Path, todo: dict) -> None:
-    import guestfs
-
-    g = guestfs.GuestFS(python_return_dict=True)
+    first, drives = {}, []
+    for n, (r, _) in todo.items():
+        first[n] = len(drives)
+        for i, disk in enumerate(r["disks"]):
+            path = str(work / f"{n}-{i}.qcow2")
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, str(disk["mb"] * 1024 * 1024)],
+                           check=True)
+            drives.append((path, "qcow2"))
+    g, _ = open_session(drives, readonly=False)
     try:
-        first, index = {}, 0
-        for n, (r, _) in todo.items():
-            first[n] = index
-            for i, disk in enumerate(r["disks"]):
-                path = str(work / f"{n}-{i}.qcow2")
-                g.disk_create(path, "qcow2", disk["mb"] * 1024 * 1024)
-                g.add_drive_opts(path, format="qcow2")
-                index += 1
-        g.launch()
         devices = g.list_devices()
         for n, (r, _) in todo.items():
             _populate(g, r, devices[first[n]:first[n] + len(r["disks"])])

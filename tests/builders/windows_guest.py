@@ -18,6 +18,7 @@ from pathlib import Path
 
 import hivex
 
+from h2k_tasks.appliance import open_session
 from tests.builders.pe import pe_header_only
 from tests.builders.regf import write_empty_hive
 
@@ -228,23 +229,17 @@ def _populate(g, dev: str, p: WindowsProfile, work: Path) -> None:
 
 def windows_disks(names: list[str]) -> dict[str, Path]:
     """Raw images for the named profiles/variants, building the missing ones in one libguestfs launch."""
-    import guestfs
-
-    os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
-    os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
     everything = {**PROFILES, **VARIANTS}
     wanted = {n: cache_dir() / f"windows-{n}-{_recipe(everything[n])}.raw" for n in names}
     missing = [n for n, path in wanted.items() if not path.exists()]
     if missing:
         with tempfile.TemporaryDirectory(prefix="h2k-win-build-") as tmp:
-            g = guestfs.GuestFS(python_return_dict=True)
             parts = {}
             for n in missing:
                 parts[n] = wanted[n].with_suffix(".partial")
                 with open(parts[n], "wb") as f:
                     f.truncate(DISK_SIZE)
-                g.add_drive_opts(str(parts[n]), format="raw")
-            g.launch()
+            g, _ = open_session([(str(parts[n]), "raw") for n in missing], readonly=False)
             devices = g.list_devices()
             for n, dev in zip(missing, devices):
                 work = Path(tmp) / n
