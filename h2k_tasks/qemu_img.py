@@ -33,9 +33,22 @@ def convert(src: str, src_fmt: str, dst: str, fmt: str, compress: bool, size: in
     process.run(convert_cmd(src, src_fmt, dst, fmt, compress, rate_limit), tick=tick, on_output=on_output)
 
 
+INFO_TIMEOUT = 120.0  # reads a header; only a dead mount takes longer
+CHECK_TIMEOUT = 1800.0  # reads every metadata table: minutes for a multi-TiB image
+
+
+def _bounded(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise process.TimedOut(cmd, -9, f"no answer within {timeout:g}s") from None
+
+
 def info(path: str, fmt: str) -> dict:
-    out = subprocess.run(["qemu-img", "info", "--output=json", "-U", "-f", fmt, path],
-                         capture_output=True, text=True, check=True)
+    cmd = ["qemu-img", "info", "--output=json", "-U", "-f", fmt, path]
+    out = _bounded(cmd, INFO_TIMEOUT)
+    if out.returncode != 0:
+        raise subprocess.CalledProcessError(out.returncode, cmd, out.stdout, out.stderr)
     return json.loads(out.stdout)
 
 
@@ -43,8 +56,7 @@ def check(path: str, fmt: str) -> dict:
     """`qemu-img check` for formats that have metadata to check; {} for raw."""
     if fmt == "raw":
         return {}
-    proc = subprocess.run(["qemu-img", "check", "--output=json", "-U", "-f", fmt, path],
-                          capture_output=True, text=True)
+    proc = _bounded(["qemu-img", "check", "--output=json", "-U", "-f", fmt, path], CHECK_TIMEOUT)
     if proc.returncode not in (0, 2, 3) or not proc.stdout.strip():
         raise process.ProcessFailed(["qemu-img", "check"], proc.returncode, proc.stderr.strip())
     return json.loads(proc.stdout)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from h2k_planner.errors import InputError
 
+ISOINFO_TIMEOUT = 120.0  # lists or extracts from a local image
 CLIENT = ["w11", "w10", "w8.1", "w8", "w7"]
 SERVER = ["2k25", "2k22", "2k19", "2k16", "2k12r2", "2k12", "2k8r2"]
 ARCH = {"x86_64": "amd64", "i386": "x86"}
@@ -62,11 +63,13 @@ class VirtioWin:
     def _isoinfo(self, *args: str) -> bytes:
         try:
             return subprocess.run(["isoinfo", "-i", str(self.path), *args], check=True,
-                                  capture_output=True).stdout
+                                  capture_output=True, timeout=ISOINFO_TIMEOUT).stdout
         except FileNotFoundError as e:
             raise InputError(self.path, "reading an ISO needs isoinfo (Debian package genisoimage)") from e
         except subprocess.CalledProcessError as e:
             raise InputError(self.path, f"not a readable ISO image: {e.stderr.decode(errors='replace')}") from e
+        except subprocess.TimeoutExpired:
+            raise InputError(self.path, f"isoinfo did not answer within {ISOINFO_TIMEOUT:g}s") from None
 
     def _iso_listing(self) -> tuple[str, list[str]]:
         for flag in ("-R", "-J"):
