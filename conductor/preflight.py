@@ -13,7 +13,7 @@ from h2k_tasks.stages.guest import inspect
 def inspect_vm(vm: VM, fixes: dict) -> VM:
     if any(d.packed for d in vm.disks):
         return vm  # compressed members are unpacked by the fetch stage; the guest stage checks them
-    g, _ = open_session([(d.source, d.format) for d in vm.disks], readonly=True)
+    g = open_session([(d.source, d.format) for d in vm.disks], readonly=True).g
     try:
         info = inspect(g)
         if info["os_type"] == "windows":

@@ -11,6 +11,10 @@ A launch that fails or misses its deadline under KVM is retried once under TCG. 
 KVM was at fault: the host's verdict switches to TCG (`accel.remember`) with the reason, and the
 returned `Accel` carries it for the report. When the retry fails too, the error is the guest's or the
 host's, not KVM's, and it is raised as it is.
+
+The same watchdog guards a launched session (`Session.watch`): the guest stage's own time limit, and
+its lease or a cancel (`alive()` turning False), kill the appliance, so that no libguestfs call can
+outlive the stage that made it.
 """
 from __future__ import annotations
 
@@ -20,10 +24,14 @@ import threading
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from h2k_tasks.accel import Accel, Hypervisor, host_accel, remember, tcg_instead
+from h2k_tasks.process import Interrupted
 
 LAUNCH_TIMEOUT = 600.0  # under TCG: ~25 s on an idle 2-core host, minutes on a loaded one
+SESSION_TIMEOUT = 3600.0  # default limit of a guest stage's session, launch excluded (worker setting)
 
 
 class LaunchFailed(RuntimeError):
@@ -49,13 +57,14 @@ def _pids_with(token: str) -> list[int]:
 
 
 class _Watchdog(threading.Thread):
-    """Kills the QEMU whose command line holds `token` once it has run for `deadline` seconds."""
+    """Kills the QEMU whose command line holds `token` once it has run for `deadline` seconds under
+    this watch, or as soon as `alive()` turns False (the stage lost its lease or was cancelled)."""
 
-    def __init__(self, token: str, deadline: float):
+    def __init__(self, token: str, deadline: float, alive: Callable[[], bool] | None):
         super().__init__(daemon=True, name="appliance-watchdog")
-        self.token, self.deadline = token, deadline
+        self.token, self.deadline, self.alive = token, deadline, alive
         self.done = threading.Event()
-        self.fired = False
+        self.fired: str | None = None  # "timeout" or "stopped"
 
     def run(self) -> None:
         started = None
@@ -63,55 +72,92 @@ class _Watchdog(threading.Thread):
             pids = _pids_with(self.token)
             if pids and started is None:
                 started = time.monotonic()
-            if started is not None and time.monotonic() - started > self.deadline:
-                self.fired = True
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                return
+            if self.alive is not None and not self.alive():
+                self.fired = "stopped"
+            elif started is not None and time.monotonic() - started > self.deadline:
+                self.fired = "timeout"
+            else:
+                continue
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            return
+
+    def __enter__(self) -> "_Watchdog":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.join()
 
 
-def _launch(drives: list[tuple[str, str]], readonly: bool, hv: Hypervisor, accel: Accel, deadline: float):
+@dataclass
+class Session:
+    """A launched appliance: the handle, the accelerator it runs on, its last console lines."""
+
+    g: Any  # guestfs.GuestFS
+    accel: Accel
+    token: str
+    console: deque[str]
+
+    def watch(self, timeout: float, alive: Callable[[], bool] | None = None) -> _Watchdog:
+        """`with session.watch(...) as w:` kills the appliance when `timeout` passes or `alive()` turns
+        False; the handle's calls then fail, and `w.fired` says why."""
+        return _Watchdog(self.token, timeout, alive)
+
+    def evidence(self) -> str:
+        return f" (appliance console: {' | '.join(self.console)})" if self.console else ""
+
+    def close(self) -> None:
+        self.g.close()
+
+
+def _launch(drives: list[tuple[str, str]], readonly: bool, hv: Hypervisor, accel: Accel, deadline: float,
+            alive: Callable[[], bool] | None) -> Session:
     import guestfs
 
     g = guestfs.GuestFS(python_return_dict=True)
-    console: deque[str] = deque(maxlen=8)
-    g.set_event_callback(lambda ev, eh, buf, array: console.extend(
+    session = Session(g, accel, f"h2k.launch={uuid.uuid4().hex}", deque(maxlen=8))
+    g.set_event_callback(lambda ev, eh, buf, array: session.console.extend(
         ln.strip() for ln in buf.decode(errors="replace").splitlines() if ln.strip()), guestfs.EVENT_APPLIANCE)
     g.set_backend("direct")
     g.set_backend_settings([f"force_{accel.name}"])
     g.set_hv(hv.path())
-    token = f"h2k.launch={uuid.uuid4().hex}"
-    g.set_append(token)
+    g.set_append(session.token)
     for path, fmt in drives:
         g.add_drive_opts(path, format=fmt, readonly=readonly)
-    watchdog = _Watchdog(token, deadline)
-    watchdog.start()
-    try:
-        g.launch()
-    except RuntimeError as e:
+    with session.watch(deadline, alive) as watchdog:
+        try:
+            g.launch()
+        except RuntimeError as e:
+            g.close()
+            if watchdog.fired == "stopped":
+                raise Interrupted("libguestfs launch stopped") from None
+            if watchdog.fired == "timeout":
+                raise LaunchTimeout(f"the libguestfs appliance did not come up within {deadline:g}s under "
+                                    f"{accel.name.upper()} and was killed{session.evidence()}") from None
+            raise LaunchFailed(f"libguestfs launch failed under {accel.name.upper()}: {e}{session.evidence()}"
+                               ) from None
+    if watchdog.fired == "stopped":  # it turned False before QEMU started
         g.close()
-        tail = f" (appliance console: {' | '.join(console)})" if console else ""
-        if watchdog.fired:
-            raise LaunchTimeout(f"the libguestfs appliance did not come up within {deadline:g}s under "
-                                f"{accel.name.upper()} and was killed{tail}") from None
-        raise LaunchFailed(f"libguestfs launch failed under {accel.name.upper()}: {e}{tail}") from None
-    finally:
-        watchdog.done.set()
-        watchdog.join()
-    return g
+        raise Interrupted("libguestfs launch stopped")
+    return session
 
 
-def open_session(drives: list[tuple[str, str]], readonly: bool, hv: Hypervisor = Hypervisor()):
-    """A launched handle over `drives`, given as (path, format) in boot order, and the Accel it runs on."""
+def open_session(drives: list[tuple[str, str]], readonly: bool, hv: Hypervisor = Hypervisor(),
+                 alive: Callable[[], bool] | None = None) -> Session:
+    """A launched appliance over `drives`, given as (path, format) in boot order. `alive`, polled
+    twice a second, stops the launch (process.Interrupted) when it turns False."""
     accel = host_accel(hv)
     if accel.name == "tcg":
-        return _launch(drives, readonly, hv, accel, LAUNCH_TIMEOUT), accel
+        return _launch(drives, readonly, hv, accel, LAUNCH_TIMEOUT, alive)
     try:
-        return _launch(drives, readonly, hv, accel, hv.kvm_deadline), accel
+        return _launch(drives, readonly, hv, accel, hv.kvm_deadline, alive)
     except LaunchFailed as e:
         tcg = tcg_instead(str(e))
-    g = _launch(drives, readonly, hv, tcg, LAUNCH_TIMEOUT)
-    return g, remember(hv, tcg)
+    session = _launch(drives, readonly, hv, tcg, LAUNCH_TIMEOUT, alive)
+    remember(hv, tcg)
+    return session

@@ -5,8 +5,12 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import re
 from contextlib import contextmanager
 from typing import Iterator
+
+
+_GEN = re.compile(r"(\d+)(?:-|$)")
 
 
 def temp_path(final: str, tag: str) -> str:
@@ -23,12 +27,12 @@ def discard(path: str) -> None:
 
 
 @contextmanager
-def staged(final: str, tag: str) -> Iterator[str]:
-    """A temp path beside `final`, after removing the temps of dead attempts; any exception inside
-    the block removes it. The caller publishes it once it is whole."""
+def staged(final: str, gen: int) -> Iterator[str]:
+    """A temp path beside `final` for the attempt of lease generation `gen`, after removing the temps
+    of dead attempts; any exception inside the block removes it. The caller publishes it once it is whole."""
     os.makedirs(os.path.dirname(final), exist_ok=True)
-    remove_temps(final)
-    temp = temp_path(final, tag)
+    remove_temps(final, gen)
+    temp = temp_path(final, f"g{gen}")
     try:
         yield temp
     except BaseException:
@@ -36,10 +40,22 @@ def staged(final: str, tag: str) -> Iterator[str]:
         raise
 
 
-def remove_temps(final: str) -> list[str]:
-    """Delete temp files left for `final` by earlier, dead attempts."""
+def dead_attempts(directory: str, prefix: str, gen: int) -> list[str]:
+    """What attempts older than lease generation `gen` left in `directory`: the entries named `<prefix><N>`
+    or `<prefix><N>-...` with N < gen. A newer claim superseded them, so their lease is gone; a live
+    attempt's (N >= gen) is never among them."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(directory), glob.escape(prefix) + "*"))):
+        m = _GEN.match(os.path.basename(path)[len(prefix):])
+        if m and int(m.group(1)) < gen:
+            found.append(path)
+    return found
+
+
+def remove_temps(final: str, gen: int) -> list[str]:
+    """Delete temp files left for `final` by dead attempts (older generations than `gen`)."""
     d, name = os.path.split(final)
-    found = glob.glob(os.path.join(glob.escape(d), f".{glob.escape(name)}.tmp-*"))
+    found = dead_attempts(d, f".{name}.tmp-g", gen)
     for path in found:
         discard(path)
     return found

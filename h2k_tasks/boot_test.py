@@ -10,7 +10,6 @@ one that a killed worker left there is removed by the next boot test.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -24,14 +23,14 @@ from typing import Callable, Literal
 from pydantic import BaseModel
 
 from h2k_planner.errors import InputError
-from h2k_tasks import boot_console
+from h2k_tasks import atomic, boot_console, qemu_img
 from h2k_tasks.accel import Accel, Hypervisor, host_accel, remember, tcg_instead
 from h2k_tasks.process import kill_group
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 POLL_SECONDS = 0.5
-SCRATCH_PREFIX = ".h2k-boot-"
+SCRATCH_PREFIX = ".h2k-boot-g"  # + the lease generation of the attempt
 Bus = Literal["virtio", "sata", "ide"]
 _MAX_DISKS = {"sata": 6, "ide": 4}
 Cancel = Callable[[], bool] | threading.Event
@@ -65,12 +64,14 @@ def boot_test(
     accel: Accel | None = None,
     workdir: str | None = None,
     hv: Hypervisor = Hypervisor(),
+    gen: int = 0,
 ) -> BootResult:
     """Boot `disks` (first one boots) on throwaway overlays; return as soon as a verdict is seen.
 
     `cancel` is an Event or a callable polled twice a second; `console_log`, if given, keeps the
-    whole serial console there. `workdir` (default: the system's temp directory) must not be
-    shared by two boot tests at once when given: its earlier scratch directories are removed.
+    whole serial console there. The scratch directory, in `workdir` (default: the system's temp
+    directory), is named by `gen`, the caller's lease generation: those of older generations there
+    (attempts whose lease is gone) are removed.
     `accel` (default: the host's verdict for `hv`) is the accelerator to boot under.
 
     Under KVM, a QEMU that prints nothing on the console (the firmware always does, at once) within
@@ -83,12 +84,12 @@ def boot_test(
         raise ValueError(f"the {bus} bus takes at most {_MAX_DISKS[bus]} disks")
     accel = accel or host_accel(hv)
     if workdir:
-        for dead in glob.glob(os.path.join(glob.escape(workdir), SCRATCH_PREFIX + "*")):
+        for dead in atomic.dead_attempts(workdir, SCRATCH_PREFIX, gen):
             shutil.rmtree(dead, ignore_errors=True)
 
     def boot(accel: Accel) -> BootResult:
         return _boot_once(disks, firmware, timeout, cancel, bus, mac, memory_mib, cpus, console_log, accel,
-                          workdir, hv, hv.kvm_deadline if accel.name == "kvm" else None)
+                          workdir, gen, hv, hv.kvm_deadline if accel.name == "kvm" else None)
 
     result = boot(accel)
     if result.verdict != "no-sign-of-life":
@@ -102,8 +103,8 @@ def boot_test(
 
 def _boot_once(disks: list[str], firmware: str, timeout: float, cancel: Cancel | None, bus: Bus, mac: str | None,
                memory_mib: int, cpus: int, console_log: str | None, accel: Accel, workdir: str | None,
-               hv: Hypervisor, sign_of_life: float | None) -> BootResult:
-    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=workdir) as tmp:
+               gen: int, hv: Hypervisor, sign_of_life: float | None) -> BootResult:
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{gen}-", dir=workdir) as tmp:
         overlays = [_overlay(disk, os.path.join(tmp, f"disk{i}.qcow2")) for i, disk in enumerate(disks)]
         console = console_log or os.path.join(tmp, "console.log")
         open(console, "wb").close()
@@ -169,12 +170,16 @@ def _overlay(disk: str, path: str) -> str:
     disk = os.path.abspath(disk)
     if not os.path.isfile(disk):
         raise InputError(disk, "disk to boot does not exist")
-    info = subprocess.run(["qemu-img", "info", "--output=json", disk], capture_output=True, text=True)
-    if info.returncode != 0:
-        raise InputError(disk, f"qemu-img cannot read it: {info.stderr.strip()}")
-    fmt = json.loads(info.stdout)["format"]
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", disk, path],
-                   check=True, capture_output=True)
+    try:
+        info = subprocess.run(["qemu-img", "info", "--output=json", disk], capture_output=True, text=True,
+                              timeout=qemu_img.INFO_TIMEOUT)
+        if info.returncode != 0:
+            raise InputError(disk, f"qemu-img cannot read it: {info.stderr.strip()}")
+        fmt = json.loads(info.stdout)["format"]
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", disk, path],
+                       check=True, capture_output=True, timeout=qemu_img.INFO_TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        raise InputError(disk, f"{' '.join(e.cmd[:2])} did not answer within {e.timeout:g}s") from None
     return path
 
 

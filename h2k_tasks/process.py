@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from typing import Callable
 
@@ -22,6 +23,10 @@ class ProcessFailed(Exception):
     def __init__(self, cmd: list[str], returncode: int, tail: str):
         self.cmd, self.returncode, self.tail = cmd, returncode, tail
         super().__init__(f"{os.path.basename(cmd[0])} exited {returncode}: {tail}")
+
+
+class TimedOut(ProcessFailed):
+    """The program ran past its timeout; its process group was killed."""
 
 
 class Interrupted(Exception):
@@ -49,9 +54,10 @@ def run(
     tick: Callable[[], bool] | None = None,
     on_output: Callable[[str], None] | None = None,
     interval: float = 0.5,
+    timeout: float | None = None,
 ) -> str:
     """Run `cmd`; returns its combined output (last 200 lines). Output is split on CR and LF and
-    each piece handed to `on_output` as it arrives."""
+    each piece handed to `on_output` as it arrives. Past `timeout` seconds it is killed (TimedOut)."""
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         preexec_fn=child_setup, bufsize=0,
@@ -72,6 +78,7 @@ def run(
 
     t = threading.Thread(target=reader, daemon=True)
     t.start()
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while True:
             try:
@@ -79,6 +86,9 @@ def run(
                 break
             except subprocess.TimeoutExpired:
                 pass
+            if deadline is not None and time.monotonic() > deadline:
+                kill_group(proc)
+                raise TimedOut(cmd, -signal.SIGKILL, f"no end within {timeout:g}s")
             if tick is not None and not tick():
                 kill_group(proc)
                 raise Interrupted(f"{os.path.basename(cmd[0])} stopped")

@@ -101,7 +101,11 @@ def downstream(pvm: PlannedVM, ref: StageRef) -> list[tuple[str, str]]:
 
 
 class _Heartbeat(threading.Thread):
-    """Renews the lease every lease_ttl/4 (with progress) and looks for a cancel flag every second."""
+    """Renews the lease every lease_ttl/4 (with progress) and looks for a cancel flag every second.
+
+    When Redis cannot be reached it keeps trying, but only until the lease would have expired: from
+    then on another worker may own the stage, so the stage is stopped (`alive()` turns False, which
+    kills its children: qemu-img, QEMU, the libguestfs appliance) and commits nothing."""
 
     def __init__(self, run: StageRun):
         super().__init__(daemon=True, name=f"beat-{run.ref.name}")
@@ -111,7 +115,8 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         r = self.run_
         interval = max(0.5, r.settings.lease_ttl / 4)
-        next_beat = time.monotonic() + interval
+        renewed = time.monotonic()  # the claim took the lease for lease_ttl
+        next_beat = renewed + interval
         while not self.stop.wait(min(1.0, interval)):
             try:
                 if r.ref.stage != FINAL_STAGE and r.state.is_cancelled(r.ref.wave, r.ref.vm):
@@ -122,8 +127,14 @@ class _Heartbeat(threading.Thread):
                 next_beat = time.monotonic() + interval
                 ok = r.state.beat(r.ref, r.gen, r.settings.lease_ttl, r._done, r._total)
             except Exception:  # Redis unreachable: keep trying until the lease would expire
+                if time.monotonic() - renewed >= r.settings.lease_ttl:
+                    log.warning("%s: lease expired unrenewed (Redis unreachable for %.0fs): stopping the stage",
+                                r.ref.name, time.monotonic() - renewed)
+                    r._lost.set()
+                    return
                 log.warning("%s: heartbeat failed, retrying", r.ref.name, exc_info=True)
                 continue
+            renewed = time.monotonic()
             if not ok:
                 log.warning("%s: lease lost (generation %s superseded)", r.ref.name, r.gen)
                 r._lost.set()

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from h2k_planner.errors import InputError
 from h2k_tasks.accel import KVM_DEADLINE, QEMU, Hypervisor
+from h2k_tasks.appliance import SESSION_TIMEOUT
 
 HOUR = 3600
 
@@ -25,6 +26,8 @@ class Settings(BaseModel):
                                         "accelerator probe (a name on PATH or a path)")
     kvm_deadline: float = Field(KVM_DEADLINE, ge=1, description="seconds a libguestfs launch, the first console "
                                 "output of a boot, or the probe may take under KVM before the host falls back to TCG")
+    guest_timeout: float = Field(SESSION_TIMEOUT, ge=60, description="seconds one guest stage's libguestfs session "
+                                 "may take (launch excluded) before its appliance is killed and the VM fails")
     task_time_limit: int = Field(12 * HOUR, ge=60, description="hard limit for one stage, seconds")
     visibility_timeout: int = Field(13 * HOUR, ge=60, description="broker redelivery delay, > task_time_limit")
     lease_ttl: float = Field(60.0, ge=2, description="a stage whose heartbeat stops for this long is re-sent")

@@ -118,8 +118,10 @@ class State:
         self._acquire = client.register_script(_ACQUIRE)
 
     @classmethod
-    def from_url(cls, url: str) -> "State":
-        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=30))
+    def from_url(cls, url: str, timeout: float | None = None) -> "State":
+        """`timeout` bounds each call (a worker's heartbeat must notice a Redis that stopped answering)."""
+        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=30,
+                                        socket_timeout=timeout, socket_connect_timeout=timeout))
 
     # ---- waves -----------------------------------------------------------------------------
     def log_key(self, wave: str) -> str:

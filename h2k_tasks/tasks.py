@@ -23,8 +23,8 @@ from h2k_tasks.state import StageRef, State
 
 
 @functools.lru_cache(maxsize=1)
-def _state(url: str) -> State:
-    return State.from_url(redis_url(url))
+def _state(url: str, timeout: float) -> State:
+    return State.from_url(redis_url(url), timeout)
 
 
 @functools.lru_cache(maxsize=64)
@@ -42,7 +42,7 @@ def _fetch(run: StageRun) -> dict:
         return fetch_vsphere(run.pvm.source_endpoint, run.plan.output, run.pvm.vm, run.disk, run.alive, run.progress)
     if run.disk.packed:
         dest = unpacked_path(run.plan.output, run.pvm.vm, run.disk)
-        return fetch_packed(run.disk, dest, f"g{run.gen}", run.alive, run.owns)
+        return fetch_packed(run.disk, dest, run.gen, run.alive, run.owns)
     return fetch_local(run.disk)
 
 
@@ -54,7 +54,7 @@ def _convert(run: StageRun) -> dict:
         run.progress(done, run.disk.virtual_size)
 
     dest = output_path(run.plan.output, run.pvm.vm, run.disk)
-    return convert_disk(readable(run.plan.output, run.pvm.vm, run.disk), run.plan.output, dest, f"g{run.gen}", tick,
+    return convert_disk(readable(run.plan.output, run.pvm.vm, run.disk), run.plan.output, dest, run.gen, tick,
                         progress, run.owns, run.settings.convert_rate_limit)
 
 
@@ -68,13 +68,14 @@ def _verify(run: StageRun) -> dict:
 def _guest(run: StageRun) -> dict:
     disks = [(path, run.plan.output.format) for path in _outputs(run)]
     return guest_stage(run.pvm.vm, disks, vm_dir(run.plan.output, run.pvm.vm), run.pvm.fixes,
-                       run.settings.hypervisor())
+                       run.settings.hypervisor(), gen=run.gen, alive=run.alive, owns=run.owns,
+                       timeout=run.settings.guest_timeout)
 
 
 def _validate(run: StageRun) -> dict:
     inspection = run.result_of("vm", "guest").get("inspection", {})
     return validate_vm(run.pvm, run.plan.output, _outputs(run), inspection, vm_dir(run.plan.output, run.pvm.vm),
-                       run.alive, run.settings.hypervisor())
+                       run.alive, run.settings.hypervisor(), run.gen)
 
 
 def _finalize(run: StageRun) -> dict:
@@ -111,7 +112,7 @@ SPECS = {
 
 def _run_stage(task, stage: str, wave: str, vm: str, lane: str, run: int) -> dict:
     settings: Settings = app.h2k_settings
-    state = _state(settings.broker_url)
+    state = _state(settings.broker_url, max(1.0, settings.lease_ttl / 4))
     plan_json = state.wave(wave).get("plan")
     if not plan_json:
         raise StageFailed(f"wave {wave} is unknown to this broker")

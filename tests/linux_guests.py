@@ -53,7 +53,7 @@ def open_guest(name: str, workdir: Path, firmware: str = "bios", options: dict |
                        check=True)
         disks.append(Disk(source=str(overlay), format="qcow2", virtual_size=qemu_img.info(str(overlay), "qcow2")["virtual-size"],
                           bus="scsi", unit=i, index=i))
-    g, _ = open_session([(d.source, d.format) for d in disks], readonly=False)
+    g = open_session([(d.source, d.format) for d in disks], readonly=False).g
     roots = g.inspect_os()
     assert len(roots) == 1, roots
     mps = g.inspect_get_mountpoints(roots[0])

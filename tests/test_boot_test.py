@@ -131,7 +131,7 @@ def test_guest_that_resets_ends_with_qemu_exited(tmp_path):
 def test_qemu_dies_with_a_worker_that_is_killed_outright(guest, tmp_path):
     console = str(tmp_path / "orphan-console")
     script = ("import sys; from h2k_tasks.boot_test import boot_test; "
-              "boot_test([sys.argv[1]], 'bios', 600, console_log=sys.argv[2], workdir=sys.argv[3])")
+              "boot_test([sys.argv[1]], 'bios', 600, console_log=sys.argv[2], workdir=sys.argv[3], gen=1)")
     worker = subprocess.Popen([sys.executable, "-c", script, guest.vmdk, console, str(tmp_path)],
                               env=os.environ | {"TMPDIR": str(tmp_path)})  # what else it leaves stays here
     deadline = time.monotonic() + 30
@@ -144,7 +144,9 @@ def test_qemu_dies_with_a_worker_that_is_killed_outright(guest, tmp_path):
     while _qemu_running_with(console) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _qemu_running_with(console)
-    [left] = glob.glob(str(tmp_path / ".h2k-boot-*"))  # the killed worker's overlays
+    [left] = glob.glob(str(tmp_path / ".h2k-boot-g1-*"))  # the killed worker's overlays (lease generation 1)
+    newer = tmp_path / ".h2k-boot-g3-live"  # a later attempt's, whose lease is not gone: kept
+    newer.mkdir()
     disk = _boot_sector_disk(str(tmp_path / "reset.img"), RESET_CODE)
-    assert boot_test([disk], "bios", timeout=30, workdir=str(tmp_path)).verdict == "qemu-exited"
-    assert not os.path.exists(left) and not glob.glob(str(tmp_path / ".h2k-boot-*"))
+    assert boot_test([disk], "bios", timeout=30, workdir=str(tmp_path), gen=2).verdict == "qemu-exited"
+    assert not os.path.exists(left) and glob.glob(str(tmp_path / ".h2k-boot-*")) == [str(newer)]

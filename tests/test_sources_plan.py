@@ -117,12 +117,12 @@ def test_gzip_ova_member_is_unpacked_by_fetch(tmp_path):
     disk = vm.disks[0]
     assert disk.packed and disk.packed.file == ova and disk.packed.offset > 0 and disk.format == "vmdk"
     dest = str(tmp_path / "out" / "gz" / "gz-disk0.unpacked.vmdk")
-    result = fetch_packed(disk, dest, "g1", lambda: True, lambda: True)
+    result = fetch_packed(disk, dest, 1, lambda: True, lambda: True)
     assert unchanged(result) and os.listdir(os.path.dirname(dest)) == ["gz-disk0.unpacked.vmdk"]
     cmp = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "vmdk", str(tmp_path / "r.raw"), dest],
                          capture_output=True, text=True)
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
     lying = disk.model_copy(update={"virtual_size": disk.virtual_size * 2})
     with pytest.raises(Exception, match="the unpacked disk holds"):
-        fetch_packed(lying, dest + ".2", "g2", lambda: True, lambda: True)
+        fetch_packed(lying, dest + ".2", 2, lambda: True, lambda: True)
     assert not [n for n in os.listdir(os.path.dirname(dest)) if ".tmp-" in n or n.endswith(".2")]

@@ -75,7 +75,7 @@ def run(tmp_path_factory):
     for name in ALL:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(bases[name]), "-F", "raw",
                         str(tmp / f"{name}.qcow2")], check=True)
-    g, _ = open_session([(str(tmp / f"{name}.qcow2"), "qcow2") for name in ALL], readonly=False)
+    g = open_session([(str(tmp / f"{name}.qcow2"), "qcow2") for name in ALL], readonly=False).g
     roots = g.inspect_os()
     results = {}
     for name, dev in zip(ALL, g.list_devices()):

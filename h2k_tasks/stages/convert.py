@@ -13,10 +13,10 @@ from h2k_tasks import atomic, process, qemu_img
 from h2k_tasks.stages import StageFailed
 
 
-def convert_disk(disk: Disk, output: Output, dest: str, tag: str,
+def convert_disk(disk: Disk, output: Output, dest: str, gen: int,
                  tick: Callable[[], bool], progress: Callable[[int], None],
                  owns: Callable[[], bool], rate_limit: int = 0) -> dict:
-    with atomic.staged(dest, tag) as temp:
+    with atomic.staged(dest, gen) as temp:
 
         def tick_and_flush() -> bool:
             atomic.start_writeback(temp)

@@ -33,11 +33,11 @@ def readable(output: Output, vm: VM, disk: Disk) -> Disk:
     return disk
 
 
-def fetch_packed(disk: Disk, dest: str, tag: str, tick: Callable[[], bool],
+def fetch_packed(disk: Disk, dest: str, gen: int, tick: Callable[[], bool],
                  owns: Callable[[], bool]) -> dict:
     packed = disk.packed
     limit = disk.virtual_size + disk.virtual_size // 8 + SLACK
-    with atomic.staged(dest, tag) as temp:
+    with atomic.staged(dest, gen) as temp:
         try:
             with open(packed.file, "rb") as src, open(temp, "wb") as out:
                 st = os.fstat(src.fileno())

@@ -11,27 +11,30 @@ thrown away: the report lists what would change, and nothing is written.
 """
 from __future__ import annotations
 
-import glob
 import os
 import shutil
-import subprocess
 import tempfile
+from typing import Callable
 
 from h2k_planner.errors import InputError
 from h2k_planner.models import VM
-from h2k_tasks import atomic
+from h2k_tasks import atomic, process
 from h2k_tasks.accel import Hypervisor
-from h2k_tasks.appliance import LaunchTimeout, open_session
+from h2k_tasks.appliance import SESSION_TIMEOUT, LaunchTimeout, open_session
 from h2k_tasks.fixers import Change, FixContext
 from h2k_tasks.fixers.linux import fix_linux
 from h2k_tasks.fixers.windows import fix_windows
 from h2k_tasks.fixers.windows.undo import undo_reg
 from h2k_tasks.inspect_linux import inspect_linux
 from h2k_tasks.inspect_windows import inspect_windows
+from h2k_tasks.process import Interrupted
 from h2k_tasks.stages import StageFailed
 
 ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 COMMIT_MARKER = ".guest-commit"
+OVERLAY_PREFIX = ".guest-g"  # + the attempt's lease generation
+QEMU_IMG_TIMEOUT = 300.0  # creating an overlay is instant; a stuck NFS mount is not
+NO_OS_NOTE = "no operating system found on the disks"
 
 
 def detect_firmware(g) -> str:
@@ -89,16 +92,28 @@ def _fix(g, info: dict, vm: VM, options: dict) -> tuple[list[Change], list[str],
     return [], [f"no fixes for a {info['os_type']} guest"], {}
 
 
-def _qemu_img(*args: str) -> None:
-    proc = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise StageFailed(f"qemu-img {args[0]} failed: {proc.stderr.strip()}")
+def _qemu_img(*args: str, tick: Callable[[], bool] | None = None) -> None:
+    try:
+        process.run(["qemu-img", *args], tick=tick, timeout=None if tick else QEMU_IMG_TIMEOUT)
+    except process.ProcessFailed as e:
+        raise StageFailed(f"qemu-img {args[0]} failed: {e.tail}") from None
+
+
+def _always() -> bool:
+    return True
 
 
 def guest_stage(vm: VM, disks: list[tuple[str, str]], vm_dir: str | None, options: dict,
-                hv: Hypervisor = Hypervisor()) -> dict:
+                hv: Hypervisor = Hypervisor(), *, gen: int = 0, alive: Callable[[], bool] = _always,
+                owns: Callable[[], bool] = _always, timeout: float = SESSION_TIMEOUT) -> dict:
     """`disks`: (path, format) of each disk in boot order: the outputs in `vm_dir`; or, with
-    `vm_dir` None, the sources, for a dry run that writes nothing. `hv`: the worker's QEMU."""
+    `vm_dir` None, the sources, for a dry run that writes nothing. `hv`: the worker's QEMU.
+
+    `gen` is this attempt's lease generation: its overlays are `.guest-g<gen>-*`, and only those of
+    older generations (attempts whose lease is gone) are removed. `alive()` turning False (lease lost,
+    cancelled) kills the appliance and raises process.Interrupted; so does `owns()` being False just
+    before the commit. The session (launch excluded) may last `timeout` seconds: then the appliance is
+    killed and the stage fails with the call that was running and the appliance's last console lines."""
     dry_run = vm_dir is None
     marker = os.path.join(vm_dir, COMMIT_MARKER) if vm_dir else ""
     if marker and os.path.exists(marker):
@@ -109,37 +124,46 @@ def guest_stage(vm: VM, disks: list[tuple[str, str]], vm_dir: str | None, option
         raise StageFailed("an earlier commit of guest fixes was interrupted; the outputs were removed and "
                           "`h2k wave retry` converts them again")
     if vm_dir:
-        for stale in glob.glob(os.path.join(glob.escape(vm_dir), ".guest-*")):  # a killed attempt's overlays
+        for stale in atomic.dead_attempts(vm_dir, OVERLAY_PREFIX, gen):
             shutil.rmtree(stale, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=".guest-", dir=vm_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{OVERLAY_PREFIX}{gen}-", dir=vm_dir) as tmp:
         overlays = []
         for n, (path, fmt) in enumerate(disks):
             overlays.append(os.path.join(tmp, f"overlay{n}.qcow2"))
             _qemu_img("create", "-q", "-f", "qcow2", "-b", os.path.abspath(path), "-F", fmt, overlays[-1])
         try:
-            g, accel = open_session([(overlay, "qcow2") for overlay in overlays], readonly=False, hv=hv)
+            session = open_session([(overlay, "qcow2") for overlay in overlays], readonly=False, hv=hv, alive=alive)
         except LaunchTimeout as e:
             raise StageFailed(str(e)) from None
+        g = session.g
         try:
-            info = inspect(g)
-            changes, notes, facts = _fix(g, info, vm, options) if info["os_type"] != "unknown" else (
-                [], ["no operating system found: disks copied as they are"], {})
-            g.umount_all()
-            g.shutdown()
-        except InputError as e:
-            raise StageFailed(f"guest cannot be converted: {e}") from None
-        except RuntimeError as e:
+            with session.watch(timeout, alive) as watch:
+                info = inspect(g)
+                changes, notes, facts = _fix(g, info, vm, options) if info["os_type"] != "unknown" else (
+                    [], [NO_OS_NOTE], {})
+                g.umount_all()
+                g.shutdown()
+        except (InputError, RuntimeError) as e:
+            if watch.fired == "stopped" or not alive():
+                raise Interrupted("guest session stopped: the stage lost its lease or was cancelled") from None
+            if watch.fired == "timeout":
+                raise StageFailed(f"guest stage timed out after {timeout:g}s and its appliance was killed; "
+                                  f"running then: {e}{session.evidence()}") from None
+            if isinstance(e, InputError):
+                raise StageFailed(f"guest cannot be converted: {e}") from None
             raise StageFailed(f"a guest fix failed, outputs left as converted: {e}") from None
         finally:
-            g.close()
+            session.close()
         result = {"inspection": info | facts, "changes": [c.model_dump() for c in changes], "notes": notes,
-                  "accel": accel.report()}
+                  "accel": session.accel.report()}
         if dry_run:
             return result
         if changes:
+            if not owns():
+                raise Interrupted("lease lost before committing the guest fixes: nothing committed")
             atomic.write_atomic(marker, "committing guest fixes\n")
             for overlay in overlays:
-                _qemu_img("commit", "-q", "-f", "qcow2", overlay)
+                _qemu_img("commit", "-q", "-f", "qcow2", overlay, tick=alive)
             for path, _ in disks:
                 atomic.fsync_path(path)
             os.unlink(marker)

@@ -14,7 +14,8 @@ from h2k_tasks.stages.verify import check_output, sha256_file
 
 
 def validate_vm(pvm: PlannedVM, output: Output, outputs: list[str], inspection: dict, vm_dir: str,
-                alive: Callable[[], bool], hv: Hypervisor = Hypervisor()) -> dict:
+                alive: Callable[[], bool], hv: Hypervisor = Hypervisor(), gen: int = 0) -> dict:
+    """`gen`: this attempt's lease generation (its boot scratch directory is named by it)."""
     vm = pvm.vm
     checks = [check_output(path, output.format, disk.virtual_size) | {"path": path, "sha256": sha256_file(path, alive)}
               for disk, path in zip(vm.disks, outputs)]
@@ -30,7 +31,7 @@ def validate_vm(pvm: PlannedVM, output: Output, outputs: list[str], inspection: 
     firmware = inspection.get("firmware") or vm.firmware.value
     result = boot_test(outputs, firmware=firmware, timeout=pvm.boot_timeout, cancel=lambda: not alive(),
                        mac=next((n.mac for n in vm.nics if n.mac), None), memory_mib=max(vm.memory_mib, 512),
-                       console_log=os.path.join(vm_dir, "console.log"), workdir=vm_dir, hv=hv)
+                       console_log=os.path.join(vm_dir, "console.log"), workdir=vm_dir, hv=hv, gen=gen)
     boot = result.model_dump()
     if not result.booted and result.verdict != "cancelled":
         raise StageFailed(f"boot test: {result.verdict}: {result.reason}", details={"checks": checks, "boot": boot})

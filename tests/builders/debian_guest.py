@@ -176,7 +176,7 @@ def _initramfs_listing(root: str, kernel: str) -> list[str]:
 def _make_disk(tarball: str, raw: str) -> None:
     with open(raw, "wb") as f:
         f.truncate(DISK_SIZE)
-    g, _ = open_session([(raw, "raw")], readonly=False)
+    g = open_session([(raw, "raw")], readonly=False).g
     try:
         g.part_init("/dev/sda", "msdos")
         g.part_add("/dev/sda", "p", 2048, -1)

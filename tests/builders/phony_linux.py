@@ -73,7 +73,7 @@ def _build_in(work: Path, todo: dict) -> None:
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, str(disk["mb"] * 1024 * 1024)],
                            check=True)
             drives.append((path, "qcow2"))
-    g, _ = open_session(drives, readonly=False)
+    g = open_session(drives, readonly=False).g
     try:
         devices = g.list_devices()
         for n, (r, _) in todo.items():

@@ -239,7 +239,7 @@ def windows_disks(names: list[str]) -> dict[str, Path]:
                 parts[n] = wanted[n].with_suffix(".partial")
                 with open(parts[n], "wb") as f:
                     f.truncate(DISK_SIZE)
-            g, _ = open_session([(str(parts[n]), "raw") for n in missing], readonly=False)
+            g = open_session([(str(parts[n]), "raw") for n in missing], readonly=False).g
             devices = g.list_devices()
             for n, dev in zip(missing, devices):
                 work = Path(tmp) / n
