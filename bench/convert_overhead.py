@@ -52,8 +52,11 @@ def bare(vmdk: str, out: str) -> float:
 
 
 def pipeline(vmx: str, out_dir: str) -> float:
-    subprocess.run([sys.executable, "-m", "conductor", "migrate", vmx, "-o", out_dir, "--json"], check=True,
-                   stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": ROOT})
+    config = os.path.join(os.path.dirname(vmx), "data-only.yaml")  # the disk holds data, no OS
+    with open(config, "w") as f:
+        json.dump({"vms": {"bench": {"guest": False}}}, f)
+    subprocess.run([sys.executable, "-m", "conductor", "migrate", vmx, "-o", out_dir, "--json", "--config", config],
+                   check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": ROOT})
     report = json.load(open(os.path.join(out_dir, "bench", "report.json")))
     stage = next(s for s in report["stages"] if s["stage"] == "convert")
     shutil.rmtree(out_dir)

@@ -36,11 +36,12 @@ def plan_wave(cfg: Config, sources: list[str], output_dir: str, state: State | N
     pinned = {name: o.host for name, o in cfg.vms.items() if o.host}
     hosts = place(vms, cfg.placement, live_hosts(state) if state else [], pinned)
     fixes = cfg.fixes.model_dump(include={"virtio_win", "firstboot_service_exe", "serial_console"})
+    data_only = {name for name, o in cfg.vms.items() if not o.guest}
     if inspect:
-        vms = inspect_vms(vms, fixes)
+        vms = inspect_vms(vms, fixes, data_only)
     boot = {vm.name: cfg.vms[vm.name].boot_test if vm.name in cfg.vms and cfg.vms[vm.name].boot_test is not None
             else cfg.fixes.boot_test for vm in vms}
-    return make_plan(vms, output, hosts=hosts, no_guest={name for name, o in cfg.vms.items() if not o.guest},
+    return make_plan(vms, output, hosts=hosts, no_guest=data_only,
                      name=cfg.name, fixes=fixes, boot_test=boot, boot_timeout=cfg.fixes.boot_timeout,
                      two_phase={name for name, o in cfg.vms.items() if o.two_phase_boot}, endpoints=endpoints)
 

@@ -3,7 +3,7 @@ that guests the fixers would refuse (hibernated or BitLocker Windows, missing vi
 Linux) are stopped before anything is converted. One launch per VM, the sources never written."""
 from __future__ import annotations
 
-from h2k_planner.models import VM
+from h2k_planner.models import VM, Concern, Severity
 from h2k_tasks.inspect_linux import inspect_linux, linux_concerns
 from h2k_tasks.inspect_windows import inspect_windows, windows_concerns
 from h2k_tasks.appliance import open_session
@@ -21,6 +21,10 @@ def inspect_vm(vm: VM, fixes: dict) -> VM:
             found = windows_concerns(g, info["root"], inspect_windows(g, info["root"]), fixes)
         elif info["os_type"] == "linux":
             found = linux_concerns(inspect_linux(g, info["root"]))
+        elif info["os_type"] == "unknown":
+            found = [Concern(id="no-os-found", severity=Severity.warning,
+                             message="inspection found no operating system on the disks: validate will fail the VM",
+                             remedy="set `guest: false` for this VM in the config to migrate its disks as data")]
         else:
             found = []
     finally:
@@ -28,5 +32,6 @@ def inspect_vm(vm: VM, fixes: dict) -> VM:
     return vm.model_copy(update={"concerns": vm.concerns + found})
 
 
-def inspect_vms(vms: list[VM], fixes: dict) -> list[VM]:
-    return [inspect_vm(vm, fixes) for vm in vms]
+def inspect_vms(vms: list[VM], fixes: dict, data_only: set[str]) -> list[VM]:
+    """Every VM but those marked `guest: false` (`data_only`): their disks are copied as data."""
+    return [vm if vm.name in data_only else inspect_vm(vm, fixes) for vm in vms]

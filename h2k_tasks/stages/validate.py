@@ -20,11 +20,14 @@ def validate_vm(pvm: PlannedVM, output: Output, outputs: list[str], inspection: 
     checks = [check_output(path, output.format, disk.virtual_size) | {"path": path, "sha256": sha256_file(path, alive)}
               for disk, path in zip(vm.disks, outputs)]
     os_type = inspection.get("os_type", "unknown")
+    if "guest" in pvm.stages and os_type == "unknown":
+        raise StageFailed("no operating system was found on the disks; a VM that holds data only is migrated "
+                          "with `guest: false` in its config", details={"checks": checks, "boot": None})
     if not pvm.boot_test:
         return {"checks": checks, "boot": None, "boot_note": "boot test turned off"}
     if os_type != "linux":
         note = {"windows": "not run: Windows has no serial-console login to watch (see docs/windows.md)",
-                "unknown": "not run: no operating system was found on the disks"}.get(os_type, f"not run for {os_type}")
+                "unknown": "not run: the VM holds data only (guest: false)"}.get(os_type, f"not run for {os_type}")
         return {"checks": checks, "boot": None, "boot_note": note}
     if not inspection.get("linux", {}).get("kernels", [None]):
         raise StageFailed("boot test: the guest has no kernel installed", details={"checks": checks, "boot": None})
