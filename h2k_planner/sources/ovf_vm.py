@@ -231,8 +231,10 @@ def _vm(path: str, env: Envelope, system: System, container: Container, located:
         disks.append(disk)
     cpus = [count(path, d.quantity or "1", "CPU count") for d in system.devices if d.kind == 3]
     memory = [quantity(path, d, "memory", "byte * 2^20") for d in system.devices if d.kind == 4]
-    nics = [Nic(mac=mac_of(path, d), model=(d.subtype or "unknown").lower(), network=d.connection, name=d.name)
-            for d in system.devices if d.kind == 10]
+    ports = [d for d in system.devices if d.kind == 10]
+    nics = [Nic(mac=mac_of(path, d) or (system.macs[n] if n < len(system.macs) else None),
+                model=(d.subtype or "unknown").lower(), network=d.connection, name=d.name)
+            for n, d in enumerate(ports)]
     efi = system.extra.get("firmware", "").lower() == "efi"
     return VM(
         name=system.name or os.path.splitext(os.path.basename(path))[0],
