@@ -76,7 +76,7 @@ class Archive:
         if m.size > limit:
             raise InputError(self.source, f"member {name} is larger than {limit} bytes")
         if m.offset is None:
-            return m.data or b""
+            return m.data
         with open(self.source, "rb") as f:
             f.seek(m.offset)
             return f.read(m.size)
@@ -170,7 +170,9 @@ def _scan(path: str, name: str, size: int, f: IO[bytes], budget: _Budget) -> Mem
     """One pass over a member's bytes: head, tail, digests, and the content of a descriptor."""
     budget.spend(size)  # the declared size first: a bomb is refused before it is inflated
     limit = MAX_OVF if name.lower().endswith(".ovf") else MAX_MANIFEST if name.lower().endswith(".mf") else 0
-    keep = limit and size <= limit and size <= budget.kept
+    keep = bool(limit) and size <= limit
+    if keep and size > budget.kept:
+        raise InputError(path, f"its descriptors and manifests take more than {MAX_KEPT // 2**20} MiB: not an OVA")
     hashes = {a: hashlib.new(a) for a in LENGTH}
     head, tail, kept, seen = b"", b"", [], 0
     while chunk := f.read(CHUNK):

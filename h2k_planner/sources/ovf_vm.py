@@ -131,11 +131,11 @@ def load_ovf(path: str, allow: tuple[str, ...] = ()) -> list[VM]:
     path = os.path.abspath(path)
     with open(path, "rb") as f:
         data = f.read(16 * 1024 * 1024 + 1)
-    container = OvfDirectory(path, Scope.of(path, allow))
-    return envelope_vms(path, data, os.path.basename(path), _beside(path), container, "ovf")
+    scope = Scope.of(path, allow)
+    return envelope_vms(path, data, os.path.basename(path), _beside(path, scope), OvfDirectory(path, scope), "ovf")
 
 
-def _beside(path: str) -> list[tuple[str, str, bytes]]:
+def _beside(path: str, scope: Scope) -> list[tuple[str, str, bytes]]:
     """The manifests in the `.ovf`'s folder: every `.mf` but those named after another `.ovf`."""
     folder, own = os.path.dirname(path), os.path.basename(path)
     names = sorted(os.listdir(folder))
@@ -143,7 +143,7 @@ def _beside(path: str) -> list[tuple[str, str, bytes]]:
     found = []
     for n in names:
         mf = os.path.join(folder, n)
-        if n.lower().endswith(".mf") and os.path.splitext(n)[0] not in others and os.path.isfile(mf):
+        if n.lower().endswith(".mf") and os.path.splitext(n)[0] not in others and os.path.isfile(scope.check(mf, path)):
             with open(mf, "rb") as f:
                 found.append((mf, "", f.read(manifest.MAX_MANIFEST + 1)))
     return found
