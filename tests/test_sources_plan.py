@@ -1,5 +1,6 @@
 """Sources read without migrating: `h2k plan` inventories, concerns and the Critical-concern gate,
-OVA edge cases, and the fetch stage's unpacking of a gzip'd OVA member (real qemu-img)."""
+OVA edge cases, VirtualBox and OVF 2.0 envelopes, and the fetch stage's unpacking of a gzip'd OVA
+member and of a member of a compressed OVA (real qemu-img)."""
 from __future__ import annotations
 
 import hashlib

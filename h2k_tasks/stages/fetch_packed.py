@@ -1,6 +1,7 @@
 """fetch for packed disks (gzip'd files, gzip'd OVA members, any disk of a zip or compressed-tar
-OVA): unpack the bytes once into the VM's output directory, to a temp name, check qemu-img reads the declared size, and rename. Convert and
-verify then read the unpacked file (`readable()`); the source itself is never written."""
+OVA): unpack the bytes once into the VM's output directory, to a temp name, check qemu-img reads
+the declared size, and rename. Convert and verify then read the unpacked file (`readable()`); the
+source itself is never written."""
 from __future__ import annotations
 
 import gzip
