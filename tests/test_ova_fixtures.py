@@ -121,16 +121,16 @@ def ova_tar_xz(d, v):
     return tar_ova(str(d / "test.ova"), _formats_members(v), "xz")
 
 
-OVA_CASES = [  # (builder, expected file, member sizes in MiB per disk, packed member or None, (controller, unit)s)
+OVA_CASES = [  # (builder, expected file, MiB per disk, packed member ("" a gzip'd one) or None, (controller, unit)s)
     (ova_tar, "test-i-ova-tar.expected", [1], None, [(0, 0)]),
     (ova_subfolders, "test-i-ova-subfolders.expected", [1], None, [(0, 0)]),
     (ova_two_disks, "test-i-ova-two-disks.expected", [1, 2], None, [(0, 0), (0, 1)]),
     (ova_snapshots, "test-i-ova-snapshots.expected", [3], None, [(0, 0)]),
-    (ova_gz, "test-i-ova-gz.expected", None, "", [(0, 0)]),
-    (ova_zip, "test-i-ova-formats.expected", None, "disk1.vmdk", [(0, 0)]),
-    (ova_zip_subfolder, "test-i-ova-formats.expected", None, "sub/disk1.vmdk", [(0, 0)]),
-    (ova_tar_gz, "test-i-ova-formats.expected", None, "disk1.vmdk", [(0, 0)]),
-    (ova_tar_xz, "test-i-ova-formats.expected", None, "disk1.vmdk", [(0, 0)]),
+    (ova_gz, "test-i-ova-gz.expected", [1], "", [(0, 0)]),
+    (ova_zip, "test-i-ova-formats.expected", [1], "disk1.vmdk", [(0, 0)]),
+    (ova_zip_subfolder, "test-i-ova-formats.expected", [1], "sub/disk1.vmdk", [(0, 0)]),
+    (ova_tar_gz, "test-i-ova-formats.expected", [1], "disk1.vmdk", [(0, 0)]),
+    (ova_tar_xz, "test-i-ova-formats.expected", [1], "disk1.vmdk", [(0, 0)]),
 ]
 
 
@@ -140,14 +140,15 @@ def test_ova_fixture(build, exp_file, sizes, member, slots, vmdks, tmp_path):
     vm = plan(tmp_path, build(tmp_path, vmdks), exp.name)
     assert_vm(vm, exp)
     assert [(d["controller"], d["unit"]) for d in vm["disks"]] == slots
-    if sizes is not None:  # read in place: the member's own size, not the OVF's 50 GiB
-        assert [d["virtual_size"] for d in vm["disks"]] == [mib * MIB for mib in sizes]
+    # the image's own size, not the OVF's 50 GiB: which member became which disk
+    assert [d["virtual_size"] for d in vm["disks"]] == [mib * MIB for mib in sizes]
+    assert all(d["format"] == "vmdk" for d in vm["disks"])
+    if member is None:  # read in place
         assert all(d["packed"] is None and d["source"].startswith("json:") for d in vm["disks"])
     else:  # unpacked by the fetch stage
         [disk] = vm["disks"]
-        assert disk["format"] == "vmdk" and disk["virtual_size"] == 50 * 2**30
         assert disk["packed"]["member"] == (member or None) and disk["packed"]["gzip"] == (member == "")
-    assert "no-manifest" not in concerns(vm)
+    assert "no-manifest" not in concerns(vm) and "capacity-mismatch" in concerns(vm)
 
 
 def test_manifest_of_only_the_disks_leaves_the_ovf_a_concern(vmdks, tmp_path):

@@ -8,6 +8,7 @@ import hashlib
 import os
 import posixpath
 import re
+import struct
 import zlib
 from typing import Iterable, Protocol
 
@@ -17,7 +18,7 @@ from h2k_planner.probe import format_of
 from h2k_planner.sources import manifest
 from h2k_planner.sources.disk import image_disk
 from h2k_planner.sources.ovf import Envelope, FileRef, System, count, mac_of, parse_ovf, quantity
-from h2k_planner.sources.scope import Scope
+from h2k_planner.sources.scope import Scope, check_size
 
 CHUNK = 1024 * 1024
 _BUS = {5: "ide", 6: "scsi"}
@@ -75,7 +76,8 @@ def gunzip_head(referrer: str, stream) -> tuple[bytes, bytes]:
 
 def packed_disk(referrer: str, packed: Packed, head: bytes, tail: bytes, capacity: int | None,
                 placement: dict) -> Disk:
-    """A disk the fetch stage unpacks: its format from the unpacked head, its size from the OVF."""
+    """A disk the fetch stage unpacks: its format from the unpacked head, its size from that head
+    when it tells, else from the OVF."""
     fmt = format_of(head, tail)
     if not head:
         raise InputError(referrer, "a referenced disk is empty")
@@ -83,10 +85,25 @@ def packed_disk(referrer: str, packed: Packed, head: bytes, tail: bytes, capacit
         raise InputError(referrer, "a packed disk is a VMDK descriptor, not a self-contained disk")
     if fmt == "qcow2" and head[8:16] != bytes(8):
         raise InputError(referrer, "a packed qcow2 has a backing file")
-    if not capacity:
+    size = _declared_size(fmt, head, tail, None if packed.gzip else packed.size) or capacity
+    if not size:
         raise InputError(referrer, "a compressed disk needs its capacity in the DiskSection")
-    return Disk(source=packed.file, format=fmt, virtual_size=capacity, allocated_size=packed.size,
-                chain=[packed.file], packed=packed, **placement)
+    return Disk(source=packed.file, format=fmt, virtual_size=check_size(referrer, size, "virtual size"),
+                allocated_size=packed.size, chain=[packed.file], packed=packed, **placement)
+
+
+def _declared_size(fmt: str, head: bytes, tail: bytes, raw_size: int | None) -> int | None:
+    """The virtual size a packed image's own header declares, when its head (or a fixed VHD's
+    footer) holds it; the fetch stage checks qemu-img agrees once it is unpacked."""
+    if fmt == "raw":
+        return raw_size
+    if fmt == "vmdk" and len(head) >= 20:
+        return struct.unpack_from("<Q", head, 12)[0] * 512
+    if fmt == "qcow2" and len(head) >= 32:
+        return struct.unpack_from(">Q", head, 24)[0]
+    if fmt == "vpc" and tail.startswith(b"conectix") and len(tail) >= 56:
+        return struct.unpack_from(">Q", tail, 48)[0]
+    return None
 
 
 class OvfDirectory:
