@@ -95,6 +95,12 @@ def ova_subfolder_escape(src, vmdk):
     return ova, ova, "tar member 'sub/../../evil' escapes the archive"
 
 
+def ova_href_escape(src, vmdk):
+    ovf = ovf_xml("vm", [("../../etc/shadow", MIB, False)]).encode()
+    ova = _ova(src / "a.ova", [("sub/vm.ovf", ovf), ("sub/disk.vmdk", vmdk)])
+    return ova, ova, "references ../../etc/shadow, which lies outside the archive"
+
+
 def ova_zip_dotdot(src, vmdk):
     ova = str(src / "a.ova")
     with zipfile.ZipFile(ova, "w") as z:
@@ -418,7 +424,8 @@ def directory_orphan_extent(src, vmdk):
     return str(src), str(src / "lost-flat.vmdk"), "a VMDK extent that no descriptor names"
 
 
-CASES = [ova_dotdot, ova_absolute, ova_symlink, ova_hardlink, ova_device, ova_subfolder_escape, ova_zip_dotdot,
+CASES = [ova_dotdot, ova_absolute, ova_symlink, ova_hardlink, ova_device, ova_subfolder_escape, ova_href_escape,
+         ova_zip_dotdot,
          ova_zip_symlink, ova_duplicate, ova_gzip_tar_symlink, ova_gzip_bomb, ova_not_an_archive, ova_truncated,
          ova_two_ovfs, ova_missing_disk, ova_manifest_mismatch, ova_manifest_digest_length, ovf_sha1_mismatch,
          ovf_manifest_lists_missing, ovf_manifest_outside, ovf_billion_laughs, ovf_external_entity, ovf_not_utf8, ovf_empty, ovf_href_dotdot,
