@@ -425,16 +425,15 @@ def directory_orphan_extent(src, vmdk):
 
 
 CASES = [ova_dotdot, ova_absolute, ova_symlink, ova_hardlink, ova_device, ova_subfolder_escape, ova_href_escape,
-         ova_zip_dotdot,
-         ova_zip_symlink, ova_duplicate, ova_gzip_tar_symlink, ova_gzip_bomb, ova_not_an_archive, ova_truncated,
-         ova_two_ovfs, ova_missing_disk, ova_manifest_mismatch, ova_manifest_digest_length, ovf_sha1_mismatch,
-         ovf_manifest_lists_missing, ovf_manifest_outside, ovf_billion_laughs, ovf_external_entity, ovf_not_utf8, ovf_empty, ovf_href_dotdot,
-         ovf_href_shadow, ovf_absurd_capacity, ovf_bad_mac, ovf_gzip_bomb_header, vmdk_extent_dotdot,
-         vmdk_extent_shadow, vmdk_extent_symlink_out, vmdk_extent_fifo, vmdk_parent_outside, vmdk_flat_too_small,
-         vmdk_absurd_size, vmdk_raw_device_mapping, vmdk_not_utf8, vmdk_loop, vmdk_depth_bomb,
-         qcow2_backing_shadow, qcow2_backing_json, qcow2_backing_nbd, qcow2_backing_loop, qcow2_depth_bomb,
-         qcow2_backing_no_format, qcow2_absurd_size, vhd_fixed_lies, empty_image, fifo_image, vmx_disk_outside,
-         directory_orphan_extent]
+         ova_zip_dotdot, ova_zip_symlink, ova_duplicate, ova_gzip_tar_symlink, ova_gzip_bomb, ova_not_an_archive,
+         ova_truncated, ova_two_ovfs, ova_missing_disk, ova_manifest_mismatch, ova_manifest_digest_length,
+         ovf_sha1_mismatch, ovf_manifest_lists_missing, ovf_manifest_outside, ovf_billion_laughs,
+         ovf_external_entity, ovf_not_utf8, ovf_empty, ovf_href_dotdot, ovf_href_shadow, ovf_absurd_capacity,
+         ovf_bad_mac, ovf_gzip_bomb_header, vmdk_extent_dotdot, vmdk_extent_shadow, vmdk_extent_symlink_out,
+         vmdk_extent_fifo, vmdk_parent_outside, vmdk_flat_too_small, vmdk_absurd_size, vmdk_raw_device_mapping,
+         vmdk_not_utf8, vmdk_loop, vmdk_depth_bomb, qcow2_backing_shadow, qcow2_backing_json, qcow2_backing_nbd,
+         qcow2_backing_loop, qcow2_depth_bomb, qcow2_backing_no_format, qcow2_absurd_size, vhd_fixed_lies,
+         empty_image, fifo_image, vmx_disk_outside, directory_orphan_extent]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
