@@ -39,11 +39,14 @@ class Concern(Strict):
 
 class Packed(Strict):
     """Bytes the fetch stage must unpack into the VM's output directory before conversion:
-    a gzip'd disk, alone or as a member of an OVA."""
+    a gzip'd disk, alone or as a member of an OVA, or any disk of an OVA compressed as a whole."""
 
     file: str = Field(description="absolute path of the file holding the bytes (a .gz or an .ova)")
     offset: int = Field(0, ge=0, description="where the bytes start in that file")
-    size: int = Field(ge=0, description="how many gzip'd bytes to read")
+    size: int = Field(ge=0, description="how many bytes to read (of the member, if one is named)")
+    member: str | None = Field(None, description="the member of a zip or compressed-tar OVA holding the bytes, "
+                                                 "streamed out of it; None: the bytes lie at offset in file")
+    gzip: bool = Field(True, description="the bytes are gzip'd (ovf:compression=\"gzip\")")
 
 
 class Disk(Strict):

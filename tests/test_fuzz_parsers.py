@@ -2,7 +2,11 @@
 exception that may escape is InputError."""
 from __future__ import annotations
 
+import gzip
+import io
 import os
+import tarfile
+import zipfile
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,6 +14,7 @@ from hypothesis import strategies as st
 
 from h2k_planner.errors import InputError
 from h2k_planner.sources.manifest import parse_manifest
+from h2k_planner.sources.ova_archive import open_archive
 from h2k_planner.sources.ovf import parse_ovf
 from h2k_planner.sources.ovf_vm import _controllers
 from h2k_planner.sources.ovf import mac_of, quantity
@@ -105,4 +110,48 @@ def test_ovf_parser(data):
 @given(st.lists(st.one_of(st.sampled_from(["SHA1(", "SHA256(", ")= ", "a" * 40, "b" * 64, "\n", "x.vmdk"]),
                           st.text(max_size=8)), max_size=20).map("".join))
 def test_manifest_parser(text):
-    _only_input_errors(parse_manifest, "f.mf", text.encode("utf-8", "surrogatepass"))
+    _only_input_errors(parse_manifest, "f.mf", text.encode("utf-8", "surrogatepass"), "sub")
+
+
+def _archives() -> list[bytes]:
+    """A small OVA as a tar, a gzip'd tar and a zip, members in a sub-folder."""
+    members = [("sub/vm.ovf", _VALID_OVF), ("sub/vm.mf", b"SHA1(vm.ovf)= " + b"a" * 40 + b"\n"), ("sub/disk.vmdk", b"KDMV" * 300)]
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w", format=tarfile.GNU_FORMAT) as t:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            t.addfile(info, io.BytesIO(content))
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, content in members:
+            z.writestr(name, content)
+    return [tar.getvalue(), gzip.compress(tar.getvalue(), mtime=0), zipped.getvalue()]
+
+
+_ARCHIVES = _archives()
+
+
+@st.composite
+def _mutated_archive(draw) -> bytes:
+    data = bytearray(draw(st.sampled_from(_ARCHIVES)))
+    for _ in range(draw(st.integers(1, 6))):
+        at = draw(st.integers(0, len(data) - 1))
+        if draw(st.booleans()):
+            data[at] = draw(st.integers(0, 255))
+        else:
+            del data[at:at + draw(st.integers(1, 600))]
+        if not data:
+            break
+    return bytes(data)
+
+
+@FUZZ
+@given(st.one_of(_mutated_archive(), st.binary(max_size=600)))
+def test_ova_archive_reader(workdir, data):
+    def read_all(path: str) -> None:
+        archive = open_archive(path)
+        for name, member in archive.members.items():
+            archive.read(name, 2**20)
+            archive.digests(name, {"sha1"})
+    _only_input_errors(read_all, _write(workdir, "f.ova", data))

@@ -10,6 +10,7 @@ import shutil
 import struct
 import subprocess
 import tarfile
+import zipfile
 
 import pytest
 
@@ -88,9 +89,35 @@ def ova_device(src, vmdk):
     return ova, ova, "tar member 'dev' is not a regular file"
 
 
-def ova_directory_member(src, vmdk):
-    ova = _ova(src / "a.ova", [("sub", _special("sub", tarfile.DIRTYPE))] + _good_members(vmdk))
-    return ova, ova, "tar member 'sub' is not a regular file"
+def ova_subfolder_escape(src, vmdk):
+    members = [("sub", _special("sub", tarfile.DIRTYPE))] + [(f"sub/{n}", c) for n, c in _good_members(vmdk)]
+    ova = _ova(src / "a.ova", members + [("sub/../../evil", b"x")])
+    return ova, ova, "tar member 'sub/../../evil' escapes the archive"
+
+
+def ova_href_escape(src, vmdk):
+    ovf = ovf_xml("vm", [("../../etc/shadow", MIB, False)]).encode()
+    ova = _ova(src / "a.ova", [("sub/vm.ovf", ovf), ("sub/disk.vmdk", vmdk)])
+    return ova, ova, "references ../../etc/shadow, which lies outside the archive"
+
+
+def ova_zip_dotdot(src, vmdk):
+    ova = str(src / "a.ova")
+    with zipfile.ZipFile(ova, "w") as z:
+        for name, content in _good_members(vmdk) + [("../evil.vmdk", b"x")]:
+            z.writestr(name, content)
+    return ova, ova, "zip member '../evil.vmdk' escapes the archive"
+
+
+def ova_zip_symlink(src, vmdk):
+    ova = str(src / "a.ova")
+    with zipfile.ZipFile(ova, "w") as z:
+        for name, content in _good_members(vmdk):
+            z.writestr(name, content)
+        link = zipfile.ZipInfo("link")
+        link.create_system, link.external_attr = 3, (0o120777 << 16)
+        z.writestr(link, "/etc/shadow")
+    return ova, ova, "zip member 'link' is a link"
 
 
 def ova_duplicate(src, vmdk):
@@ -98,13 +125,35 @@ def ova_duplicate(src, vmdk):
     return ova, ova, "tar member 'disk.vmdk' appears twice"
 
 
-def ova_gzip_tar(src, vmdk):
-    plain = _ova(src / "plain.tar", _good_members(vmdk))
+def _gzip_tar(src, members) -> str:
+    plain = _ova(src / "plain.tar", members)
     ova = str(src / "a.ova")
     with open(plain, "rb") as f, gzip.open(ova, "wb") as g:
         shutil.copyfileobj(f, g)
     os.unlink(plain)
-    return ova, ova, "not an uncompressed tar archive"
+    return ova
+
+
+def ova_gzip_tar_symlink(src, vmdk):
+    ova = _gzip_tar(src, _good_members(vmdk) + [("link", _special("link", tarfile.SYMTYPE, "/etc/shadow"))])
+    return ova, ova, "tar member 'link' is a link"
+
+
+def ova_gzip_bomb(src, vmdk):
+    tar = b""
+    for name, content in _good_members(vmdk) + [("pad.bin", b"")]:
+        info = tarfile.TarInfo(name)
+        info.size = len(content) if content else 2**40  # declared, refused before a byte of it is inflated
+        tar += info.tobuf(tarfile.GNU_FORMAT) + content + bytes(-len(content) % 512)
+    ova = str(src / "a.ova")
+    with gzip.open(ova, "wb") as g:
+        g.write(tar + bytes(MIB))
+    return ova, ova, "refused as a decompression bomb"
+
+
+def ova_not_an_archive(src, vmdk):
+    (src / "a.ova").write_bytes(b"\x1f\x8b" + os.urandom(4096))
+    return str(src / "a.ova"), str(src / "a.ova"), "archive"
 
 
 def ova_truncated(src, vmdk):
@@ -145,10 +194,24 @@ def ovf_sha1_mismatch(src, vmdk):
     return ovf, str(src / "vm.mf"), "SHA1 of vm.ovf does not match the manifest"
 
 
-def ovf_manifest_gap(src, vmdk):
+def ovf_manifest_lists_missing(src, vmdk):
     ovf = _ovf_dir(src, vmdk)
-    (src / "vm.mf").write_text(f"SHA1(vm.ovf)= {hashlib.sha1(open(ovf, 'rb').read()).hexdigest()}\n")
-    return ovf, str(src / "vm.mf"), "disk.vmdk is not covered by the manifest"
+    (src / "vm.mf").write_text(f"SHA1(vm.ovf)= {hashlib.sha1(open(ovf, 'rb').read()).hexdigest()}\n"
+                               f"SHA256(gone.vmdk)= {'0' * 64}\n")
+    return ovf, str(src / "vm.mf"), "lists gone.vmdk, which does not exist"
+
+
+def ovf_manifest_outside(src, vmdk):
+    ovf = _ovf_dir(src, vmdk)
+    (src / "disk1.mf").write_text(f"SHA1(../../etc/passwd)= {'0' * 40}\n")
+    return ovf, str(src / "disk1.mf"), "lies outside the manifest's folder tree"
+
+
+def ova_manifest_digest_length(src, vmdk):
+    members = _good_members(vmdk)
+    mf = f"SHA1(disk.vmdk)= {hashlib.sha256(vmdk).hexdigest()}\n"
+    ova = _ova(src / "a.ova", members + [("disk.mf", mf.encode())])
+    return ova, f"{ova}:disk.mf", "the SHA1 digest of disk.vmdk has 64 hex digits, not 40"
 
 
 def ovf_billion_laughs(src, vmdk):
@@ -361,15 +424,16 @@ def directory_orphan_extent(src, vmdk):
     return str(src), str(src / "lost-flat.vmdk"), "a VMDK extent that no descriptor names"
 
 
-CASES = [ova_dotdot, ova_absolute, ova_symlink, ova_hardlink, ova_device, ova_directory_member, ova_duplicate,
-         ova_gzip_tar, ova_truncated, ova_two_ovfs, ova_missing_disk, ova_manifest_mismatch, ovf_sha1_mismatch,
-         ovf_manifest_gap, ovf_billion_laughs, ovf_external_entity, ovf_not_utf8, ovf_empty, ovf_href_dotdot,
-         ovf_href_shadow, ovf_absurd_capacity, ovf_bad_mac, ovf_gzip_bomb_header, vmdk_extent_dotdot,
-         vmdk_extent_shadow, vmdk_extent_symlink_out, vmdk_extent_fifo, vmdk_parent_outside, vmdk_flat_too_small,
-         vmdk_absurd_size, vmdk_raw_device_mapping, vmdk_not_utf8, vmdk_loop, vmdk_depth_bomb,
-         qcow2_backing_shadow, qcow2_backing_json, qcow2_backing_nbd, qcow2_backing_loop, qcow2_depth_bomb,
-         qcow2_backing_no_format, qcow2_absurd_size, vhd_fixed_lies, empty_image, fifo_image, vmx_disk_outside,
-         directory_orphan_extent]
+CASES = [ova_dotdot, ova_absolute, ova_symlink, ova_hardlink, ova_device, ova_subfolder_escape, ova_href_escape,
+         ova_zip_dotdot, ova_zip_symlink, ova_duplicate, ova_gzip_tar_symlink, ova_gzip_bomb, ova_not_an_archive,
+         ova_truncated, ova_two_ovfs, ova_missing_disk, ova_manifest_mismatch, ova_manifest_digest_length,
+         ovf_sha1_mismatch, ovf_manifest_lists_missing, ovf_manifest_outside, ovf_billion_laughs,
+         ovf_external_entity, ovf_not_utf8, ovf_empty, ovf_href_dotdot, ovf_href_shadow, ovf_absurd_capacity,
+         ovf_bad_mac, ovf_gzip_bomb_header, vmdk_extent_dotdot, vmdk_extent_shadow, vmdk_extent_symlink_out,
+         vmdk_extent_fifo, vmdk_parent_outside, vmdk_flat_too_small, vmdk_absurd_size, vmdk_raw_device_mapping,
+         vmdk_not_utf8, vmdk_loop, vmdk_depth_bomb, qcow2_backing_shadow, qcow2_backing_json, qcow2_backing_nbd,
+         qcow2_backing_loop, qcow2_depth_bomb, qcow2_backing_no_format, qcow2_absurd_size, vhd_fixed_lies,
+         empty_image, fifo_image, vmx_disk_outside, directory_orphan_extent]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])

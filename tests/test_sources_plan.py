@@ -1,10 +1,15 @@
 """Sources read without migrating: `h2k plan` inventories, concerns and the Critical-concern gate,
-OVA edge cases, and the fetch stage's unpacking of a gzip'd OVA member (real qemu-img)."""
+OVA edge cases, VirtualBox and OVF 2.0 envelopes, and the fetch stage's unpacking of a gzip'd OVA
+member and of a member of a compressed OVA (real qemu-img)."""
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import subprocess
+import tarfile
+import zipfile
 
 import pytest
 
@@ -17,7 +22,7 @@ from h2k_tasks.stages.fetch import unchanged
 from h2k_tasks.stages.fetch_packed import fetch_packed
 from tests.builders.disks import patterned_raw
 from tests.builders.images import vmdk_variants, vmfs_sparse_chain
-from tests.builders.ovf import build_ovf, pack_ova
+from tests.builders.ovf import build_ovf, ovf2_xml, pack_ova, vbox_ovf_xml
 from tests.builders.vmware import write_vmx
 from tests.support import h2k
 
@@ -126,3 +131,73 @@ def test_gzip_ova_member_is_unpacked_by_fetch(tmp_path):
     with pytest.raises(Exception, match="the unpacked disk holds"):
         fetch_packed(lying, dest + ".2", 2, lambda: True, lambda: True)
     assert not [n for n in os.listdir(os.path.dirname(dest)) if ".tmp-" in n or n.endswith(".2")]
+
+
+def _stream_vmdk(tmp_path, name: str) -> tuple[str, bytes]:
+    patterned_raw(str(tmp_path / "r.raw"), 4, 1)
+    qemu_img("convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", str(tmp_path / "r.raw"),
+             str(tmp_path / name))
+    return name, (tmp_path / name).read_bytes()
+
+
+def _tar(path, members: list[tuple[str, bytes]]) -> str:
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return str(path)
+
+
+def test_virtualbox_ova(tmp_path):
+    href, vmdk = _stream_vmdk(tmp_path, "vbox-disk001.vmdk")
+    ovf = vbox_ovf_xml("vboxvm", href, 4 * 2**20, "08:00:27:a1:b2:c3", efi=True).encode()
+    mf = f"SHA1(vbox.ovf)= {hashlib.sha1(ovf).hexdigest()}\nSHA1({href})= {hashlib.sha1(vmdk).hexdigest()}\n"
+    ova = _tar(tmp_path / "vbox.ova", [("vbox.ovf", ovf), (href, vmdk), ("vbox.mf", mf.encode())])
+    res = h2k("plan", ova, "--json", "-o", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    vm = json.loads(res.stdout)["vms"][0]["vm"]
+    assert (vm["name"], vm["cpus"], vm["memory_mib"], vm["firmware"]) == ("vboxvm", 2, 1536, "efi")
+    [disk] = vm["disks"]
+    assert (disk["bus"], disk["controller"], disk["unit"], disk["format"]) == ("sata", 0, 1, "vmdk")
+    assert disk["virtual_size"] == 4 * 2**20 and disk["source"].startswith("json:")
+    assert [(n["mac"], n["model"], n["network"]) for n in vm["nics"]] == [("08:00:27:a1:b2:c3", "e1000", "NAT")]
+    assert not {c["id"] for c in vm["concerns"]} & {"no-manifest", "unverified-files", "capacity-mismatch"}
+
+
+def test_ovf_2_envelope(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    href, vmdk = _stream_vmdk(src, "v2-disk1.vmdk")
+    (src / "v2.ovf").write_text(ovf2_xml("ovf2vm", href, 4, "00:50:56:01:02:03"))
+    res = h2k("plan", str(src / "v2.ovf"), "--json", "-o", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    vm = json.loads(res.stdout)["vms"][0]["vm"]
+    assert (vm["name"], vm["cpus"], vm["memory_mib"], vm["firmware"]) == ("ovf2vm", 4, 2048, "efi")
+    [disk] = vm["disks"]
+    assert (disk["bus"], disk["controller"], disk["unit"], disk["virtual_size"]) == ("nvme", 0, 0, 4 * 2**20)
+    assert [(n["mac"], n["model"], n["network"]) for n in vm["nics"]] == [("00:50:56:01:02:03", "vmxnet3", "Backend")]
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.xz"])
+def test_member_of_a_compressed_ova_is_unpacked_by_fetch(kind, tmp_path):
+    patterned_raw(str(tmp_path / "r.raw"), 6, 2)
+    ovf = build_ovf(str(tmp_path / "pkg"), "whole", [str(tmp_path / "r.raw")])
+    names = sorted(os.listdir(tmp_path / "pkg"))
+    ova = str(tmp_path / "whole.ova")
+    if kind == "zip":
+        with zipfile.ZipFile(ova, "w", zipfile.ZIP_DEFLATED) as z:
+            for n in names:
+                z.write(tmp_path / "pkg" / n, f"export/{n}")
+    else:
+        with tarfile.open(ova, "w:xz") as tar:
+            tar.add(tmp_path / "pkg", arcname="export")
+    [vm] = load_sources([ova])
+    disk = vm.disks[0]
+    assert disk.packed.member == "export/whole-disk1.vmdk" and not disk.packed.gzip and disk.format == "vmdk"
+    assert "unverified-files" not in {c.id for c in vm.concerns} and os.path.basename(ovf) in names
+    dest = str(tmp_path / "out" / "whole" / "whole-disk0.unpacked.vmdk")
+    assert unchanged(fetch_packed(disk, dest, 1, lambda: True, lambda: True))
+    cmp = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "vmdk", str(tmp_path / "r.raw"), dest],
+                         capture_output=True, text=True)
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr

@@ -48,8 +48,8 @@ def test_nics_generated_static_and_absent(vm_dir):
         'ethernet1.present = "TRUE"\nethernet1.addressType = "static"\nethernet1.address = "00:50:56:00:00:02"\n'
         'ethernet2.present = "FALSE"\nethernet2.address = "00:50:56:00:00:03"\n'))
     vm = load_vmx(vmx)
-    assert [(n.name, n.mac, n.model, n.network) for n in vm.nics] == [
-        ("ethernet0", "00:0c:29:aa:bb:cc", "e1000e", "Prod"), ("ethernet1", "00:50:56:00:00:02", "e1000", "")]
+    assert [(n.name, n.mac, n.model, n.network) for n in vm.nics] == [  # no networkName: named after its port
+        ("ethernet0", "00:0c:29:aa:bb:cc", "e1000e", "Prod"), ("ethernet1", "00:50:56:00:00:02", "e1000", "ethernet1")]
 
 
 def test_encoding_is_honoured_and_name_defaults_to_file(vm_dir):

@@ -56,6 +56,7 @@ class System:
     os_type: str = ""
     devices: list[Device] = field(default_factory=list)
     extra: dict[str, str] = field(default_factory=dict)
+    macs: list[str | None] = field(default_factory=list)  # a VirtualBox machine's adapters' MACs, by slot
 
 
 @dataclass
@@ -179,7 +180,28 @@ def _system(path: str, vs: Element) -> System:
                 units=_text(item, "AllocationUnits")))
         for cfg in _children(hw, "Config"):
             system.extra[_attr(cfg, "key").lower()] = _attr(cfg, "value")
+    for machine in _children(vs, "Machine"):
+        _vbox_machine(path, machine, system)
     return system
+
+
+def _vbox_machine(path: str, machine: Element, system: System) -> None:
+    """VirtualBox's own `vbox:Machine` section: its firmware, and the MACs its OVF items lack."""
+    for hw in _children(machine, "Hardware"):
+        for fw in _children(hw, "Firmware"):
+            if _attr(fw, "type").upper().startswith("EFI"):
+                system.extra.setdefault("firmware", "efi")
+        adapters = [a for net in _children(hw, "Network") for a in _children(net, "Adapter")
+                    if _attr(a, "enabled", "true").lower() == "true"]
+        for a in sorted(adapters, key=lambda a: int(_attr(a, "slot", "0")) if _attr(a, "slot", "0").isdigit() else 0):
+            raw = _attr(a, "MACAddress").lower()
+            if not raw:
+                system.macs.append(None)
+                continue
+            mac = ":".join(raw[i:i + 2] for i in range(0, len(raw), 2)) if len(raw) == 12 else raw
+            if not _MAC.match(mac):
+                raise InputError(path, f"VirtualBox adapter {_attr(a, 'slot')} has a malformed MAC address {raw[:40]!r}")
+            system.macs.append(mac)
 
 
 def quantity(path: str, dev: Device, what: str, default_units: str = "") -> int:

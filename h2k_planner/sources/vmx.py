@@ -158,7 +158,7 @@ def _nics(path: str, pairs: dict[str, str]) -> list[Nic]:
         nics.append(Nic(
             mac=mac,
             model=pairs.get(p + "virtualdev", "e1000").lower(),
-            network=pairs.get(p + "networkname", ""),
+            network=pairs.get(p + "networkname") or f"ethernet{n}",  # a bridged port without one: named after it
             name=f"ethernet{n}",
         ))
     return nics
