@@ -114,9 +114,14 @@ class LineProgress:
                 status = rec.get("status", "")
                 if self.seen.get(key) == status or status not in ("running", "succeeded", "failed", "cancelled"):
                     continue
+                if key not in self.seen and status != "running" and rec.get("started"):  # began and ended between two passes
+                    self._print(key, "started")
                 self.seen[key] = status
-                self.console.print(f"{view.pvm.vm.name} {lane}/{stage} {stage_line(rec)}", markup=False,
-                                   highlight=False, soft_wrap=True)
+                self._print(key, stage_line(rec))
+
+    def _print(self, key: tuple[str, str, str], text: str) -> None:
+        vm, lane, stage = key
+        self.console.print(f"{vm} {lane}/{stage} {text}", markup=False, highlight=False, soft_wrap=True)
 
 
 def stage_line(rec: dict) -> str:
