@@ -10,6 +10,7 @@ import json
 import sys
 import time
 
+import redis
 from rich.console import Console
 
 from conductor.commands.common import add_planning_args, load_config, require_output_dir, state_dir
@@ -82,9 +83,13 @@ def run(args: argparse.Namespace) -> int:
                 views = driver.wait(on_pass)
         else:
             views = driver.wait(on_pass)
-    except BaseException:
-        if embedded:
-            embedded.stop(graceful=False)
+    except BaseException as e:
+        if not embedded:
+            raise
+        broker_died = isinstance(e, redis.ConnectionError) and embedded.redis is not None and embedded.redis.poll() is not None
+        embedded.stop(graceful=False)
+        if broker_died:
+            embedded.check()  # raises EmbeddedFailed naming the redis-server that exited
         raise
     if embedded:
         embedded.stop()
