@@ -1,6 +1,6 @@
 """`h2k`: the command line. Each sub-command is a module in conductor/commands/.
 
-Exit codes: 0 success, 1 a VM failed, 2 bad usage or bad input (one line naming the file and
+Exit codes: 0 success, 1 a VM failed or the embedded broker or worker died, 2 bad usage or bad input (one line naming the file and
 the problem on stderr).
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ import logging
 import sys
 
 from conductor.commands import inventory, migrate, plan, schema, serve, wave, worker
+from conductor.embedded import EmbeddedFailed
 from h2k_planner.errors import InputError
 
 COMMANDS = [migrate, plan, inventory, worker, serve, wave, schema]
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"h2k: error: {e}", file=sys.stderr)
         return 2
+    except EmbeddedFailed as e:
+        print(f"h2k: error: {e}; run the same command again to resume", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("h2k: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -1,4 +1,5 @@
-"""Live progress: a bar per disk (bytes, rate, ETA) while a wave runs, a summary table at the end.
+"""Live progress: a bar per disk (bytes, rate, ETA) while a wave runs on a terminal, else a plain
+line per stage start and end; a summary table at the end with every failed VM's errors under it.
 
 A disk's bytes are those its lane moves: the download from the datastore (vSphere sources; local
 sources are read in place) and the conversion. Until a download starts its size is taken to be
@@ -97,6 +98,54 @@ class WaveProgress:
                                      stage=_stage_text(view, lane))
 
 
+class LineProgress:
+    """A line per stage start and end (with its bytes and rate), for logs rather than terminals."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.seen: dict[tuple[str, str, str], str] = {}
+
+    def update(self, views: list[VMView]) -> None:
+        for view in views:
+            for (lane, stage), rec in view.records.items():
+                if rec.get("run") != str(view.run) or view.run == 0:
+                    continue  # an earlier run's record
+                key = (view.pvm.vm.name, lane, stage)
+                status = rec.get("status", "")
+                if self.seen.get(key) == status or status not in ("running", "succeeded", "failed", "cancelled"):
+                    continue
+                if key not in self.seen and status != "running" and rec.get("started"):  # began and ended between two passes
+                    self._print(key, "started")
+                self.seen[key] = status
+                self._print(key, stage_line(rec))
+
+    def _print(self, key: tuple[str, str, str], text: str) -> None:
+        vm, lane, stage = key
+        self.console.print(f"{vm} {lane}/{stage} {text}", markup=False, highlight=False, soft_wrap=True)
+
+
+def stage_line(rec: dict) -> str:
+    """`started`, `succeeded 1.0 GiB in 12.3s (85.1 MiB/s)`, `failed: reason`."""
+    status = rec["status"]
+    if status == "running":
+        return "started"
+    if status in ("failed", "cancelled"):
+        return f"{status}: {rec['error']}" if rec.get("error") else status
+    moved = int(rec.get("bytes") or 0)
+    seconds = float(rec.get("ended") or 0) - float(rec.get("started") or 0) if rec.get("started") else 0.0
+    if not moved or seconds <= 0:
+        return status
+    return f"{status} {binary_size(moved)} in {seconds:.1f}s ({binary_size(moved / seconds)}/s)"
+
+
+def binary_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
 def _stage_text(view: VMView, lane: str) -> str:
     if view.finished:
         return view.status
@@ -116,3 +165,13 @@ def summary_table(rows: list[dict]) -> Table:
                       f"{row['seconds']:.1f}" if row["seconds"] is not None else "-",
                       os.path.relpath(row["report"]) if row["report"] else "-")
     return table
+
+
+def failure_lines(rows: list[dict]) -> list[str]:
+    """Under the summary: each VM that did not succeed, with every failed stage's reason."""
+    lines = []
+    for row in rows:
+        if row["status"] == "succeeded":
+            continue
+        lines += [f"{row['vm']}: {error}" for error in row["errors"]] or [f"{row['vm']}: {row['status']}"]
+    return lines

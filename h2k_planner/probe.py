@@ -65,7 +65,17 @@ def qemu_img_info(path: str, fmt: str) -> list[dict]:
     cmd = ["qemu-img", "info", "--output=json", "--backing-chain", "-U", "-f", fmt, path]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
-        msg = proc.stderr.strip().splitlines()
-        raise InputError(path, f"qemu-img cannot read it as {fmt}: {msg[-1] if msg else 'unknown error'}")
+        raise InputError(path, f"qemu-img cannot read it as {fmt}: {qemu_error(proc.stderr)}")
     data = json.loads(proc.stdout)
     return data if isinstance(data, list) else [data]
+
+
+def qemu_error(stderr: str) -> str:
+    """The line of qemu's error output that says what is wrong: its first `ERROR` line (checks),
+    else its first line that is not a warning (the cause; later lines repeat it as "Could not open")."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("ERROR"):
+            return ln.removeprefix("ERROR").lstrip(": ")
+    causes = [ln.removeprefix("qemu-img:").strip() for ln in lines if "warning:" not in ln]
+    return causes[0] if causes else "unknown error"

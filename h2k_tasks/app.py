@@ -7,10 +7,19 @@ running stage to a second worker; bounded retries with exponential backoff in th
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_process_init
 
+from h2k_tasks.process import die_with_parent
 from h2k_tasks.settings import Settings, celery_broker_url
 
 app = Celery("h2k", include=["h2k_tasks.tasks"])
+
+
+@worker_process_init.connect
+def _pool_child_dies_with_worker(**_) -> None:
+    """A prefork pool child (and through its own children's parent-death signal, the qemu-img and
+    QEMU it runs) must not outlive a killed worker."""
+    die_with_parent()
 
 
 def configure(settings: Settings) -> Celery:

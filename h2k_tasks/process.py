@@ -33,12 +33,27 @@ class Interrupted(Exception):
     """The stage lost its lease or was cancelled; the child was killed."""
 
 
-def child_setup() -> None:
-    os.setpgid(0, 0)
+def die_with_parent(parent: int | None = None) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (kept across exec). With
+    `parent` given (the pid that forked us), exit at once if it already died before the request."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
         pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
+def child_of_this_process() -> Callable[[], None]:
+    """A `preexec_fn` for Popen: the child dies with this process."""
+    parent = os.getpid()
+    return lambda: die_with_parent(parent)
+
+
+def child_setup() -> None:
+    """A `preexec_fn`: the child leads its own process group and dies with this process."""
+    os.setpgid(0, 0)
+    die_with_parent()
 
 
 def kill_group(proc: subprocess.Popen) -> None:

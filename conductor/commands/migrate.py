@@ -10,13 +10,14 @@ import json
 import sys
 import time
 
+import redis
 from rich.console import Console
 
 from conductor.commands.common import add_planning_args, load_config, require_output_dir, state_dir
 from conductor.commands.plan import print_plan
 from conductor.driver import VMView
 from conductor.embedded import Embedded
-from conductor.progress import WaveProgress, summary_table
+from conductor.progress import LineProgress, WaveProgress, failure_lines, summary_table
 from conductor.planning import driver_for, plan_wave
 from h2k_planner.concerns import gate
 from h2k_planner.errors import InputError
@@ -60,28 +61,46 @@ def run(args: argparse.Namespace) -> int:
     settings = cfg.worker_settings()
     embedded = None
     if state is None:
-        embedded = Embedded(state_dir(out_dir) + "/redis", settings, state_dir(out_dir) + "/logs").start()
-        settings = embedded.settings
-        state = State.from_url(redis_url(settings.broker_url))
+        embedded = Embedded(state_dir(out_dir) + "/redis", settings, state_dir(out_dir) + "/logs")
     try:
+        if embedded:
+            settings = embedded.start().settings
+            state = State.from_url(redis_url(settings.broker_url))
         configure(settings)
         driver = driver_for(cfg, state, plan)
         since = time.time()
         driver.submit()
-        if args.json or not console.is_terminal:
-            views = driver.wait()
+        bars = WaveProgress(console) if console.is_terminal and not args.json else None
+        shown = bars or LineProgress(console)
+
+        def on_pass(views: list[VMView]) -> None:
+            if embedded:
+                embedded.check()
+            shown.update(views)
+
+        if bars:
+            with bars:
+                views = driver.wait(on_pass)
         else:
-            with WaveProgress(console) as bars:
-                views = driver.wait(bars.update)
-    finally:
-        if embedded:
-            embedded.stop()
+            views = driver.wait(on_pass)
+    except BaseException as e:
+        if not embedded:
+            raise
+        broker_died = isinstance(e, redis.ConnectionError) and embedded.redis is not None and embedded.redis.poll() is not None
+        embedded.stop(graceful=False)
+        if broker_died:
+            embedded.check()  # raises EmbeddedFailed naming the redis-server that exited
+        raise
+    if embedded:
+        embedded.stop()
     rows = [result_row(v, since) for v in views]
     if args.json:
         json.dump({"wave": plan.wave, "vms": rows}, sys.stdout, indent=2)
         print()
     else:
         console.print(summary_table(rows))
+        for line in failure_lines(rows):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
         for row in rows:
             if row["first_boot_domain_xml"]:
                 console.print(f"{row['vm']}: two-phase boot. First `virsh define {row['first_boot_domain_xml']}` "

@@ -61,14 +61,16 @@ def _broker(args: argparse.Namespace, with_worker: bool):
     if not os.path.isdir(sdir):
         raise InputError(args.output, "holds no hyper2kvm state (no .h2k directory)")
     embedded = Embedded(sdir + "/redis", settings, sdir + "/logs")
-    if with_worker:
-        embedded.start()
-    else:
-        embedded.start_redis()
     try:
+        if with_worker:
+            embedded.start()
+        else:
+            embedded.start_redis()
         yield cfg, embedded.settings
-    finally:
-        embedded.stop()
+    except BaseException:
+        embedded.stop(graceful=False)
+        raise
+    embedded.stop()
 
 
 def _load(state: State, wave: str) -> Plan:

@@ -2,7 +2,8 @@
 
 The command supervises the Celery worker in a child process and starts it again when it dies
 (Celery's Redis transport can end a worker with an "unrecoverable error" when the broker restarts);
-SIGTERM and SIGINT are passed on for a warm shutdown.
+SIGTERM and SIGINT are passed on for a warm shutdown; the Celery worker dies with the supervisor
+however the supervisor dies (parent-death signal).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from conductor.commands.common import add_config_args, load_config
 from h2k_planner.errors import InputError
 from h2k_tasks.app import configure
 from h2k_tasks.hostinfo import start_publisher
+from h2k_tasks.process import child_of_this_process
 from h2k_tasks.settings import Settings, redis_url
 from h2k_tasks.state import State
 
@@ -71,7 +73,8 @@ def supervise(settings: Settings) -> int:
     delay = 1.0
     while True:
         started = time.monotonic()
-        child = subprocess.Popen([sys.executable, "-m", "conductor", "worker"], env=env)
+        child = subprocess.Popen([sys.executable, "-m", "conductor", "worker"], env=env,
+                                 preexec_fn=child_of_this_process())
         code = child.wait()
         if stopping:
             return 0

@@ -2,13 +2,15 @@
 
 `load_sources()` picks the module for each path the user named; a directory is searched for
 every VM in it (see `load_directory`). `allow` lists extra directories (`--allow-path`) that
-descriptors and backing files may point into besides the source's own directory.
+descriptors and backing files may point into besides the source's own directory. Every disk
+read is then checked for damage (`h2k_planner/integrity.py`) before anything is planned.
 """
 from __future__ import annotations
 
 import os
 
 from h2k_planner.errors import InputError
+from h2k_planner.integrity import check_disk
 from h2k_planner.models import VM
 from h2k_planner.sources.disk import DISK_EXTENSIONS, load_disk_image
 from h2k_planner.sources.ova import load_ova
@@ -63,4 +65,8 @@ def load_sources(paths: list[str], allow: tuple[str, ...] = ()) -> list[VM]:
     for a in allow:
         if not os.path.isdir(a):
             raise InputError(a, "--allow-path must name an existing directory")
-    return [vm for path in paths for vm in load_source(path, tuple(allow))]
+    vms = [vm for path in paths for vm in load_source(path, tuple(allow))]
+    for vm in vms:
+        for disk in vm.disks:
+            check_disk(disk)
+    return vms
