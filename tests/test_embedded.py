@@ -6,6 +6,7 @@ per stage, and a failed VM's error is printed under the summary."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import uuid
 import pytest
 
 from tests.builders.disks import patterned_raw
+from tests.builders.vmware import build_demo_vm
 from tests.support import ROOT, h2k, sha256, wait_for
 
 pytestmark = pytest.mark.slow
@@ -146,6 +148,30 @@ def test_killed_mid_convert_leaves_nothing_running_and_resumes(source, runs, tmp
     assert not glob.glob(os.path.join(out, "big", ".*tmp-*"))
     assert not os.path.exists(sock_dir)  # the killed run's socket directory, removed by the next run
     assert not os.path.exists(os.path.join(out, ".h2k", "broker.url"))
+
+
+def test_killed_mid_guest_leaves_no_appliance_and_resumes(tmp_path):
+    """SIGKILL while the guest stage's libguestfs appliance runs: the appliance dies with the run too,
+    and the same command again finishes the VM with its fixes committed once."""
+    vmx = build_demo_vm(str(tmp_path / "src"))
+    cfg = tmp_path / "h2k.yaml"
+    cfg.write_text("worker:\n  lease_ttl: 4\n  retry_backoff: 1\n")
+    out = str(tmp_path / "out")
+    run = Run({"qcow2": vmx, "config": str(cfg)}, out)
+    try:
+        wait_for(lambda: any("qemu-system" in c and "/.guest-g" in c for c in run.descendants().values()), 600,
+                 "the guest stage's appliance to run")
+        run.kill(signal.SIGKILL)
+        run.all_gone(30)
+    finally:
+        run.stop()
+    again = h2k("migrate", vmx, "-o", out, *_options(str(cfg)), "--json", timeout=900)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr
+    report = json.load(open(os.path.join(out, "demo-debian12", "report.json")))
+    assert report["status"] == "succeeded" and report["changes"]
+    disk = os.path.join(out, "demo-debian12", "demo-debian12-disk0.raw")
+    assert subprocess.run(["qemu-img", "check", "-f", "raw", disk], capture_output=True).returncode == 0
+    assert not glob.glob(os.path.join(out, "demo-debian12", ".guest-*"))
 
 
 def test_second_migrate_into_the_same_directory_exits_2(source, runs, tmp_path):
