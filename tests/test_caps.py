@@ -17,18 +17,18 @@ from tests.support import h2k, wait_for
 from tests.test_fleet import Fleet, assert_no_concurrent_writers, assert_outputs_match_sources
 
 pytestmark = pytest.mark.slow
-RATE = 6 << 20  # conversions read 6 MiB/s: each 24 MiB disk converts for about 4 s, so lanes overlap
+RATE = 3 << 20  # conversions read 3 MiB/s: each 24 MiB disk converts for about 8 s, so lanes overlap
 
 
 @pytest.fixture(scope="module")
 def vmx_files(tmp_path_factory):
-    """Four one-disk VMs of 24 MiB, 12 of them data."""
+    """Four one-disk VMs of 24 MiB of data."""
     base = tmp_path_factory.mktemp("caps-src")
     out = {}
     for n in range(4):
         d = base / f"c{n}"
         d.mkdir()
-        patterned_raw(str(d / "disk.raw"), 24, 12)
+        patterned_raw(str(d / "disk.raw"), 24, 24)
         subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(d / "disk.raw"), str(d / "disk.vmdk")],
                        check=True)
         os.unlink(d / "disk.raw")
