@@ -6,7 +6,7 @@ from conductor.config import Config
 from conductor.driver import Driver, Limits
 from conductor.hosts import live_hosts
 from conductor.preflight import inspect_vms
-from h2k_planner.concerns import review
+from h2k_planner.concerns import check_space, local_facts, review
 from h2k_planner.errors import InputError
 from h2k_planner.models import VM, Concern, Output, Plan, Severity
 from h2k_planner.placement import place
@@ -28,12 +28,17 @@ def plan_wave(cfg: Config, sources: list[str], output_dir: str, state: State | N
     output = Output(directory=output_dir, format=cfg.output.format, compress=cfg.output.compress)
     local = [s for s in sources if not s.startswith(VSPHERE)]
     remote, endpoints, shutdown = read_vcenters(cfg, [s for s in sources if s.startswith(VSPHERE)])
-    vms = review((load_sources(local, allow) if local else []) + remote, output)
+    vms = review((load_sources(local, allow) if local else []) + remote)
     unknown = sorted(set(cfg.vms) - {vm.name for vm in vms})
     if unknown:
         raise InputError(None, f"config names VMs that no source has: {', '.join(unknown)}")
     pinned = {name: o.host for name, o in cfg.vms.items() if o.host}
-    hosts = place(vms, cfg.placement, live_hosts(state) if state else [], pinned)
+    live = live_hosts(state) if state else []
+    hosts = place(vms, cfg.placement, live, pinned, output.directory)
+    # the free space each host's worker reported; with none reported (no broker: the embedded
+    # worker runs here), this machine's own
+    facts = {h.name: h for h in live} or {host: local_facts(host, output.directory) for host in set(hosts.values())}
+    vms = check_space(vms, output, hosts, facts)
     fixes = cfg.fixes.model_dump(include={"virtio_win", "firstboot_service_exe", "serial_console"})
     if inspect:
         vms = inspect_vms(vms, fixes)
