@@ -63,65 +63,58 @@ def token_history(events: list[dict]) -> tuple[dict[str, int], int]:
     return dict(peak), reused
 
 
-def run_with_resume_and_retry(fleet: Fleet, vmx_files: dict[str, str], overrides: dict) -> tuple[str, list[dict]]:
-    wave = fleet.submit("caps", vmx_files, overrides)
-    url = fleet.redis.url
-    wait_for(lambda: any(int(fleet.r.hget(f"h2k:st:{wave}:{vm}:d0:convert", "bytes") or 0) > 0 for vm in vmx_files),
-             120, "a conversion to be under way")
-    res = h2k("wave", "resume", wave, "--broker", url)  # new runs of every VM, older lanes still in flight
-    assert res.returncode == 0, res.stderr
-    running = wait_for(lambda: [vm for vm in vmx_files
-                                if int(fleet.r.hget(f"h2k:st:{wave}:{vm}:d0:convert", "bytes") or 0) > 0
-                                and fleet.r.hget(f"h2k:st:{wave}:{vm}:d0:convert", "status") == "running"],
-                       120, "a conversion after the resume")
-    assert h2k("wave", "cancel", wave, running[0], "--broker", url).returncode == 0
-    wait_for(lambda: fleet.r.hget(f"h2k:st:{wave}:{running[0]}:vm:finalize", "status") == "succeeded", 60,
-             "the cancelled VM's report")
-    res = h2k("wave", "retry", wave, "--broker", url)
-    assert res.returncode == 0 and f"retrying: {running[0]}" in res.stdout, res.stdout + res.stderr
-    reports = fleet.wait_wave(wave)
-    assert fleet.r.smembers("h2k:sems") == set() and not list(fleet.r.scan_iter("h2k:sem:*")), \
-        {k: fleet.r.smembers(k) for k in fleet.r.scan_iter("h2k:sem:*")}
-    assert_outputs_match_sources(reports)
-    events = fleet.log(wave)
-    assert_no_concurrent_writers(events)
-    return wave, events
+def cap_wave(tmp_path, redis_server, workers, vmx_files: dict[str, str], hosts: list[str], concurrency: int,
+             limits: dict | None, pins: dict[str, str] | None = None) -> tuple[dict[str, int], int]:
+    """Run the VMs as a wave through a conductor with `limits`, resuming it while lanes are in
+    flight and cancelling and retrying a VM mid-convert; check the outputs, the claims and that no
+    token is left held; return token_history's peaks and reuses."""
+    fleet = Fleet(tmp_path, redis_server, workers, hosts=hosts, convert_rate_limit=RATE, concurrency=concurrency)
+    try:
+        fleet.start_conductor(limits=limits)
+        wave = fleet.submit("caps", vmx_files, {vm: {"guest": False, **({"host": pins[vm]} if pins else {})}
+                                                for vm in vmx_files})
+        url = fleet.redis.url
+
+        def converting() -> list[str]:
+            return [vm for vm in vmx_files if int(fleet.r.hget(f"h2k:st:{wave}:{vm}:d0:convert", "bytes") or 0) > 0
+                    and fleet.r.hget(f"h2k:st:{wave}:{vm}:d0:convert", "status") == "running"]
+
+        wait_for(converting, 120, "a conversion to be under way")
+        res = h2k("wave", "resume", wave, "--broker", url)  # new runs of every VM, older lanes still in flight
+        assert res.returncode == 0, res.stderr
+        victim = wait_for(converting, 120, "a conversion after the resume")[0]
+        assert h2k("wave", "cancel", wave, victim, "--broker", url).returncode == 0
+        wait_for(lambda: fleet.r.hget(f"h2k:st:{wave}:{victim}:vm:finalize", "status") == "succeeded", 60,
+                 "the cancelled VM's report")
+        res = h2k("wave", "retry", wave, "--broker", url)
+        assert res.returncode == 0 and f"retrying: {victim}" in res.stdout, res.stdout + res.stderr
+        reports = fleet.wait_wave(wave)
+        assert fleet.r.smembers("h2k:sems") == set() and not list(fleet.r.scan_iter("h2k:sem:*")), \
+            {k: fleet.r.smembers(k) for k in fleet.r.scan_iter("h2k:sem:*")}
+        assert_outputs_match_sources(reports)
+        events = fleet.log(wave)
+        assert_no_concurrent_writers(events)
+        return token_history(events)
+    finally:
+        fleet.stop()
 
 
 def test_per_source_cap(tmp_path, redis_server, workers, vmx_files):
-    fleet = Fleet(tmp_path, redis_server, workers, hosts=["hosta"], convert_rate_limit=RATE, concurrency=4)
-    try:
-        fleet.start_conductor(limits={"per_source": 1})
-        _, events = run_with_resume_and_retry(fleet, vmx_files, {vm: {"guest": False} for vm in vmx_files})
-        peak, reused = token_history(events)
-        [source] = [s for s in peak if s.startswith("source:")]  # every VM reads one file system
-        assert peak[source] == 1 and reused > 0, (peak, reused)
-        assert peak["host:hosta"] > 1  # the host's cap (4) let other lanes run meanwhile
-    finally:
-        fleet.stop()
+    peak, reused = cap_wave(tmp_path, redis_server, workers, vmx_files, ["hosta"], 4, {"per_source": 1})
+    [source] = [s for s in peak if s.startswith("source:")]  # every VM reads one file system
+    assert peak[source] == 1 and reused > 0, (peak, reused)
+    assert peak["host:hosta"] > 1  # the host's cap (4) let other lanes run meanwhile
 
 
 def test_per_host_cap(tmp_path, redis_server, workers, vmx_files):
-    fleet = Fleet(tmp_path, redis_server, workers, hosts=["hosta", "hostb"], convert_rate_limit=RATE, concurrency=1)
-    try:
-        fleet.start_conductor()
-        pins = {vm: {"guest": False, "host": ["hosta", "hostb"][n % 2]} for n, vm in enumerate(vmx_files)}
-        _, events = run_with_resume_and_retry(fleet, vmx_files, pins)
-        peak, reused = token_history(events)
-        assert peak["host:hosta"] == 1 and peak["host:hostb"] == 1 and reused > 0, (peak, reused)
-        [wave_sem] = [s for s in peak if s.startswith("wave:")]
-        assert peak[wave_sem] == 2  # one lane per host at once, two in the wave
-    finally:
-        fleet.stop()
+    pins = {vm: ["hosta", "hostb"][n % 2] for n, vm in enumerate(vmx_files)}
+    peak, reused = cap_wave(tmp_path, redis_server, workers, vmx_files, ["hosta", "hostb"], 1, None, pins)
+    assert peak["host:hosta"] == 1 and peak["host:hostb"] == 1 and reused > 0, (peak, reused)
+    [wave_sem] = [s for s in peak if s.startswith("wave:")]
+    assert peak[wave_sem] == 2  # one lane per host at once, two in the wave
 
 
 def test_per_wave_cap(tmp_path, redis_server, workers, vmx_files):
-    fleet = Fleet(tmp_path, redis_server, workers, hosts=["hosta"], convert_rate_limit=RATE, concurrency=4)
-    try:
-        fleet.start_conductor(limits={"per_wave": 2})
-        _, events = run_with_resume_and_retry(fleet, vmx_files, {vm: {"guest": False} for vm in vmx_files})
-        peak, reused = token_history(events)
-        [wave_sem] = [s for s in peak if s.startswith("wave:")]
-        assert peak[wave_sem] == 2 and reused > 0, (peak, reused)
-    finally:
-        fleet.stop()
+    peak, reused = cap_wave(tmp_path, redis_server, workers, vmx_files, ["hosta"], 4, {"per_wave": 2})
+    [wave_sem] = [s for s in peak if s.startswith("wave:")]
+    assert peak[wave_sem] == 2 and reused > 0, (peak, reused)
