@@ -5,19 +5,22 @@ Each pass reads every stage record of the wave and, per VM, sends what is due: e
 succeeded in the VM's current run, then finalize once the VM succeeded, failed or was cancelled.
 What was sent in a run is recorded in Redis, so a restarted conductor neither loses nor repeats
 work. Each pass also reconciles: a running stage whose lease expired lost its worker, and its lane
-is sent again from that stage.
+is sent again from that stage. Tokens are held by lanes, not runs (conductor/lanes.py), and every
+pass of `wait` (or of the conductor daemon) frees the tokens of lanes not in flight
+(conductor/tokens.py).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
+from conductor import lanes
+from conductor.lanes import TERMINAL
+from conductor.tokens import free_stale
 from h2k_planner.models import Plan, PlannedVM
 from h2k_planner.plan import FINAL_STAGE, disk_lane, finalize, vm_lane
 from h2k_tasks.runner import refs_of
 from h2k_tasks.state import StageRef, State, decode
-
-TERMINAL = ("failed", "cancelled")
 
 
 @dataclass
@@ -38,8 +41,7 @@ class VMView:
     run: int
 
     def done(self, key: tuple[str, str]) -> bool:
-        rec = self.records[key]
-        return rec.get("status") == "succeeded" and rec.get("run") == str(self.run)
+        return lanes.stage_done(self.records[key], self.run)
 
     def lane_keys(self, lane: str) -> list[tuple[str, str]]:
         return [k for k in self.records if k[0] == lane and k[1] != FINAL_STAGE]
@@ -52,7 +54,7 @@ class VMView:
         return all(self.done(k) for k in self.lane_keys(lane))
 
     def lane_over(self, lane: str) -> bool:
-        return self.lane_done(lane) or any(self.records[k].get("status") in TERMINAL for k in self.lane_keys(lane))
+        return lanes.lane_over([self.records[k] for k in self.lane_keys(lane)], self.run)
 
     @property
     def failed(self) -> bool:
@@ -153,7 +155,12 @@ class Driver:
         return sems
 
     def _holder(self, view: VMView, lane: str) -> str:
-        return f"{self.wave}/{view.pvm.vm.name}/{lane}#{view.run}"
+        """Who holds the lane's tokens: the lane itself, in whatever run (conductor/lanes.py)."""
+        return lanes.holder(self.wave, view.pvm.vm.name, lane)
+
+    def _lane_id(self, view: VMView, lane: str) -> str:
+        """The lane in the VM's current run, as recorded when sent."""
+        return lanes.lane_id(self._holder(view, lane), view.run)
 
     def _canvas(self, view: VMView, lane: str, start: int = 0):
         pvm = view.pvm
@@ -167,22 +174,25 @@ class Driver:
         return [("vm", FINAL_STAGE)] if lane == "final" else view.lane_keys(lane)
 
     def _send(self, view: VMView, lane: str) -> None:
-        """Send a lane once per run, when a token of each of its semaphores is free. Sending
-        before recording means a crash in between sends it twice, which claims make harmless."""
-        holder = self._holder(view, lane)
-        if holder in self._sent:
+        """Send a lane once per run, when a token of each of its semaphores is free. Taking the
+        tokens records the lane as sent in the same step; a crash before the message leaves is
+        caught by the stall check in _reconcile, which sends it again."""
+        sent_id = self._lane_id(view, lane)
+        if sent_id in self._sent:
             return
-        if lane != "final" and not self.state.acquire(holder, self._semaphores(view.pvm, lane)):
+        if lane == "final":
+            self.state.mark_sent(self.wave, sent_id)
+        elif not self.state.acquire(self.wave, self._holder(view, lane), sent_id, self._semaphores(view.pvm, lane)):
             return
+        self._sent[sent_id] = time.time()
         self._canvas(view, lane).apply_async()
-        self.state.mark_sent(self.wave, holder)
-        self._sent[holder] = time.time()
 
     def _release(self, view: VMView, lane: str) -> None:
-        holder = self._holder(view, lane)
-        if holder not in self._released:
-            self.state.release(holder, list(self._semaphores(view.pvm, lane)))
-            self._released.add(holder)
+        sent_id = self._lane_id(view, lane)
+        if sent_id not in self._released:
+            self.state.release(self.wave, view.pvm.vm.name, view.run, self._holder(view, lane),
+                               list(self._semaphores(view.pvm, lane)), "lane over")
+            self._released.add(sent_id)
 
     def _advance(self, view: VMView) -> None:
         for lane in view.disk_lanes + ["vm"]:
@@ -204,8 +214,8 @@ class Driver:
         message was lost, e.g. a chain's continuation during a broker restart)."""
         now = time.time()
         for lane in view.disk_lanes + ["vm", "final"]:
-            holder = self._holder(view, lane)
-            if holder not in self._sent:
+            sent_id = self._lane_id(view, lane)
+            if sent_id not in self._sent:
                 continue
             keys = self._lane_stages(view, lane)
             todo = [k for k in keys if not view.done(k)]
@@ -219,15 +229,15 @@ class Driver:
                     continue
                 rec["status"] = "pending"
             else:
-                activity = max([self._sent[holder]] + [float(view.records[k].get(f) or 0)
+                activity = max([self._sent[sent_id]] + [float(view.records[k].get(f) or 0)
                                                        for k in keys for f in ("updated", "ended", "retry_at")])
                 if now - activity < self.stall_after:
                     continue
                 self.state.append_log(self.wave, event="stalled", stage=ref.name)
             stages = [s for _, s in keys]
             self._canvas(view, lane, start=stages.index(first[1])).apply_async()
-            self.state.mark_sent(self.wave, holder)
-            self._sent[holder] = now
+            self.state.mark_sent(self.wave, sent_id)
+            self._sent[sent_id] = now
 
     def close_if_done(self, views: list[VMView]) -> bool:
         """Mark the wave finished once every VM's report is written; True if it is."""
@@ -239,6 +249,7 @@ class Driver:
     def wait(self, on_pass=None) -> list[VMView]:
         while True:
             views = self.step()
+            free_stale(self.state)
             if on_pass:
                 on_pass(views)
             if self.close_if_done(views):

@@ -16,7 +16,8 @@ def live_hosts(state: State, count_queued: bool = True) -> list[HostFacts]:
     for name in sorted(names):
         rec = state.r.hgetall(f"{P}:host:{name}")
         if rec:
-            hosts.append(HostFacts(name=name, free_bytes=int(float(rec.get("free_bytes", 0))),
+            hosts.append(HostFacts(name=name, data_dir=rec.get("data_dir", "/"),
+                                   free_bytes=int(float(rec.get("free_bytes", 0))),
                                    concurrency=int(rec.get("concurrency", 1)), queued_bytes=queued.get(name, 0)))
     return hosts
 

@@ -7,13 +7,15 @@ import shutil
 
 from h2k_planner.errors import InputError
 from h2k_planner.models import VM, Concern, Output, Severity
+from h2k_planner.placement import HostFacts
 
 
-def _free_bytes(directory: str) -> int:
+def local_facts(name: str, directory: str) -> HostFacts:
+    """This machine as the worker host writing `directory` (the embedded mode): its free space there."""
     path = os.path.abspath(directory)
     while not os.path.isdir(path):
         path = os.path.dirname(path)
-    return shutil.disk_usage(path).free
+    return HostFacts(name=name, data_dir=path, free_bytes=shutil.disk_usage(path).free)
 
 
 def needed_bytes(vm: VM, output: Output) -> int:
@@ -26,10 +28,8 @@ def needed_bytes(vm: VM, output: Output) -> int:
     return total
 
 
-def review(vms: list[VM], output: Output) -> list[VM]:
-    """The VMs with the shared concerns added: Secure Boot, unknown guest OS, and disks larger
-    than the output's free space (VMs counted in order, each after the ones before it)."""
-    free = _free_bytes(output.directory)
+def review(vms: list[VM]) -> list[VM]:
+    """The VMs with the shared concerns added: Secure Boot, unknown guest OS."""
     out = []
     for vm in vms:
         found: list[Concern] = []
@@ -41,13 +41,27 @@ def review(vms: list[VM], output: Output) -> list[VM]:
             found.append(Concern(id="unknown-guest-os", severity=Severity.warning,
                                  message="the source does not name the guest OS",
                                  remedy="none needed: the guest stage inspects the disks and reports what it finds"))
-        need = needed_bytes(vm, output)
-        if need > free:
-            found.append(Concern(id="insufficient-space", severity=Severity.critical,
-                                 message=f"the outputs need up to {need} bytes; {output.directory} has {max(free, 0)} free",
-                                 remedy="free space, choose another output directory, or allow the concern if the guest is sparse"))
-        free -= need
         out.append(vm.model_copy(update={"concerns": vm.concerns + found}))
+    return out
+
+
+def check_space(vms: list[VM], output: Output, placed: dict[str, str], hosts: dict[str, HostFacts]) -> list[VM]:
+    """The VMs with `insufficient-space` added where the outputs do not fit on the host they are
+    placed on, by the free space that host's worker reported for its data_dir less what is queued
+    for it (VMs counted in order, each after the ones before it on the same host)."""
+    room = {name: h.free_bytes - h.queued_bytes for name, h in hosts.items()}
+    out = []
+    for vm in vms:
+        host = hosts[placed[vm.name]]
+        need = needed_bytes(vm, output)
+        if need > room[host.name]:
+            vm = vm.model_copy(update={"concerns": vm.concerns + [Concern(
+                id="insufficient-space", severity=Severity.critical,
+                message=f"the outputs need up to {need} bytes; host {host.name} has {max(room[host.name], 0)} free "
+                        f"in {host.data_dir} (as its worker reported, less what is queued for it)",
+                remedy="free space, choose another output directory, or allow the concern if the guest is sparse")]})
+        room[host.name] -= need
+        out.append(vm)
     return out
 
 

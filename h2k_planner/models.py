@@ -114,6 +114,9 @@ class PlannedVM(Strict):
     two_phase_boot: bool = Field(False, description="first boot on SATA (drivers install), then virtio")
     source_endpoint: dict | None = Field(None, description="the vSphere endpoint the fetch stage downloads from: "
                                                            "host, user and a secret reference, never a password")
+    shutdown_timeout: float | None = Field(None, gt=0, description="vSphere: the fetch stage shuts the VM down "
+                                                                  "first, powering it off after this many seconds "
+                                                                  "(None: its power state is left alone)")
 
 
 class Plan(Strict):

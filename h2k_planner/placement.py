@@ -1,8 +1,10 @@
 """Which KVM host each VM goes to. Pure: the same VMs, rules and host facts give the same answer.
 
-In order: a host pinned for the VM in the config; the host mapped to the VM's source group (a
-datastore, or a local source's mount point); else the host with the most room, room being its
-free space less the bytes already queued for it and the bytes placed so far (largest VMs first).
+Only hosts whose worker writes under the wave's output directory (its `data_dir` holds it) can
+take a VM. In order: a host pinned for the VM in the config; the host mapped to the VM's source
+group (a datastore, or a local source's mount point); else the host with the most room, room
+being the free space its worker reported for its data_dir less the bytes already queued for it
+and the bytes placed so far (largest VMs first).
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ class HostFacts(BaseModel):
     """What a worker host reports about itself (see h2k_tasks/hostinfo.py)."""
 
     name: str
-    free_bytes: int = 0
+    data_dir: str = "/"
+    free_bytes: int = Field(0, description="free space of data_dir, as the worker measured it")
     queued_bytes: int = 0
     concurrency: int = 1
 
@@ -48,14 +51,26 @@ def source_group(vm: VM) -> str:
     return f"file:{path}"
 
 
+def writes_under(host: HostFacts, directory: str) -> bool:
+    root = os.path.abspath(host.data_dir)
+    return os.path.commonpath([root, os.path.abspath(directory)]) == root
+
+
 def place(vms: list[VM], rules: PlacementRules, hosts: list[HostFacts],
-          pinned: dict[str, str]) -> dict[str, str]:
+          pinned: dict[str, str], output_dir: str) -> dict[str, str]:
     known = {h.name: h for h in hosts}
+    able = [h for h in hosts if writes_under(h, output_dir)]
+    if hosts and not able:
+        raise InputError(None, f"no live worker writes under {output_dir}: their data_dir are "
+                               f"{', '.join(f'{h.name}: {h.data_dir}' for h in hosts)}")
     for vm_name, host in list(pinned.items()) + [(g, h) for g, h in rules.sources.items()]:
         if known and host not in known:
             raise InputError(None, f"host {host!r} (for {vm_name}) has no live worker; known hosts: "
                                    f"{', '.join(sorted(known))}")
-    room = {h.name: h.free_bytes - h.queued_bytes for h in hosts}
+        if known and not writes_under(known[host], output_dir):
+            raise InputError(None, f"host {host!r} (for {vm_name}) writes under its data_dir "
+                                   f"{known[host].data_dir}, which does not hold {output_dir}")
+    room = {h.name: h.free_bytes - h.queued_bytes for h in able}
     placed: dict[str, str] = {}
     for vm in sorted(vms, key=lambda v: -sum(d.virtual_size for d in v.disks)):
         host = pinned.get(vm.name) or rules.sources.get(source_group(vm))

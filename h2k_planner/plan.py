@@ -4,7 +4,8 @@ Every VM goes through the same stages on the worker host the planner places it o
 
   per disk, all disks in parallel (a "disk lane"):
     fetch     make the source readable on the host: local files are read in place and recorded
-              (size, mtime); remote sources are downloaded (resumable)
+              (size, mtime); remote sources are downloaded (resumable); a vSphere VM whose
+              vCenter config says `shutdown: true` is shut down first, by the first of its fetches
     convert   one `qemu-img convert` from the top of the snapshot chain straight to the output
               format: flatten and convert in one read and one write, to a temp name, fsync, rename
     verify    `qemu-img check`, virtual size equal to the source, `qemu-img compare` against the
@@ -56,12 +57,14 @@ def wave_id(vms: list[VM], output: Output) -> str:
 def make_plan(vms: list[VM], output: Output, hosts: dict[str, str] | None = None,
               no_guest: set[str] = frozenset(), name: str = "", fixes: dict | None = None,
               boot_test: dict[str, bool] | None = None, boot_timeout: float = 900.0,
-              two_phase: set[str] = frozenset(), endpoints: dict[str, dict] | None = None) -> Plan:
+              two_phase: set[str] = frozenset(), endpoints: dict[str, dict] | None = None,
+              shutdown: dict[str, float] | None = None) -> Plan:
     """`hosts` maps VM names to the host placed for them (default: the embedded host); VMs named
     in `no_guest` are copied disk for disk, without the guest stage; `fixes` are the fixers'
     options; `boot_test` maps VM names to whether validate boots them (default: yes); VMs in
     `two_phase` get a first-boot domain on SATA besides the virtio one; `endpoints` maps the
-    names of VMs read from vSphere to their endpoint (see PlannedVM.source_endpoint)."""
+    names of VMs read from vSphere to their endpoint (see PlannedVM.source_endpoint); `shutdown`
+    maps the powered-on ones their fetch shuts down to the guest shutdown's timeout."""
     names = [vm.slug for vm in vms]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -78,7 +81,8 @@ def make_plan(vms: list[VM], output: Output, hosts: dict[str, str] | None = None
                       disk_stages=list(DISK_STAGES), fixes=fixes or {},
                       boot_test=(boot_test or {}).get(vm.name, True) and vm.name not in no_guest,
                       boot_timeout=boot_timeout, two_phase_boot=vm.name in two_phase,
-                      source_endpoint=(endpoints or {}).get(vm.name))
+                      source_endpoint=(endpoints or {}).get(vm.name),
+                      shutdown_timeout=(shutdown or {}).get(vm.name))
             for vm in vms
         ],
     )

@@ -19,7 +19,8 @@ class Settings(BaseModel):
     broker_url: str = Field("", description="redis://HOST:PORT/DB or unix:///path/to/redis.sock")
     host: str = Field("local", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="this worker's host name")
     concurrency: int = Field(2, ge=1, le=64, description="stages a worker runs at once")
-    data_dir: str = Field("/", description="where this host keeps outputs; its free space guides placement")
+    data_dir: str = Field("/", description="the directory this host writes outputs under: waves placed here must "
+                                           "have their output directory inside it; its free space guides placement")
     convert_rate_limit: int = Field(0, ge=0, description="bytes per second each conversion may read (0: no cap), "
                                                          "to spare a shared source datastore")
     qemu: str = Field(QEMU, description="the QEMU binary for the libguestfs appliance, the boot test and the "

@@ -90,17 +90,44 @@ class StageRef:
         return f"{P}:lease:{self.wave}:{self.vm}:{self.lane}:{self.stage}"
 
 
-# Take a token from every semaphore named, or from none: KEYS are the semaphores' sets, ARGV[1] the
-# holder, ARGV[2..] their limits (0: no limit). Holding already counts as having it.
+# Take a token from every semaphore named, or from none, and record the lane as sent in its run.
+# KEYS: the semaphores' sets, then the index of semaphore names, the wave's sent hash and its log;
+# ARGV: holder, lane id (holder#run), now, the semaphores' names (JSON), then their limits (0: no
+# limit). Holding already counts as having it.
 _ACQUIRE = """
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[i + 1])
-  if limit > 0 and redis.call('SISMEMBER', key, ARGV[1]) == 0 and redis.call('SCARD', key) >= limit then
+local n = #KEYS - 3
+for i = 1, n do
+  local limit = tonumber(ARGV[i + 4])
+  if limit > 0 and redis.call('SISMEMBER', KEYS[i], ARGV[1]) == 0 and redis.call('SCARD', KEYS[i]) >= limit then
     return 0
   end
 end
-for i, key in ipairs(KEYS) do redis.call('SADD', key, ARGV[1]) end
+local names = cjson.decode(ARGV[4])
+for i = 1, n do
+  redis.call('SADD', KEYS[i], ARGV[1])
+  redis.call('SADD', KEYS[n + 1], names[i])
+end
+redis.call('HSET', KEYS[n + 2], ARGV[2], ARGV[3])
+redis.call('XADD', KEYS[n + 3], '*', 'event', 'acquire', 'holder', ARGV[1], 'sems', ARGV[4], 'at', ARGV[3])
 return 1
+"""
+
+# Give a holder's tokens back, unless its VM has started another run since the caller looked.
+# KEYS: the semaphores' sets, then the index of names, the wave's runs hash and its log;
+# ARGV: holder, VM, the run the caller saw, why, now, the semaphores' names (JSON).
+_RELEASE = """
+local n = #KEYS - 3
+if (redis.call('HGET', KEYS[n + 2], ARGV[2]) or '0') ~= ARGV[3] then return 0 end
+local names = cjson.decode(ARGV[6])
+local removed = 0
+for i = 1, n do
+  removed = removed + redis.call('SREM', KEYS[i], ARGV[1])
+  if redis.call('SCARD', KEYS[i]) == 0 then redis.call('SREM', KEYS[n + 1], names[i]) end
+end
+if removed > 0 then
+  redis.call('XADD', KEYS[n + 3], '*', 'event', 'release', 'holder', ARGV[1], 'why', ARGV[4], 'at', ARGV[5])
+end
+return removed
 """
 
 
@@ -116,6 +143,7 @@ class State:
         self._finish = client.register_script(_FINISH)
         self._expire = client.register_script(_EXPIRE)
         self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
 
     @classmethod
     def from_url(cls, url: str, timeout: float | None = None) -> "State":
@@ -185,16 +213,35 @@ class State:
     def is_cancelled(self, wave: str, vm: str) -> bool:
         return bool(self.r.sismember(f"{P}:cancel:{wave}", vm))
 
-    # ---- semaphores: fleet-wide caps on lanes in flight -------------------------------------
-    def acquire(self, holder: str, limits: dict[str, int]) -> bool:
-        keys = [f"{P}:sem:{name}" for name in limits]
-        return bool(self._acquire(keys=keys, args=[holder, *limits.values()]))
+    # ---- semaphores: fleet-wide caps on lanes in flight (holders: see conductor/lanes.py) -----
+    def acquire(self, wave: str, holder: str, lane_id: str, limits: dict[str, int]) -> bool:
+        """Take a token of every semaphore in `limits` for `holder`, or none; on success the lane
+        is recorded as sent (`lane_id`) in the same step."""
+        names = list(limits)
+        keys = [f"{P}:sem:{name}" for name in names] + [f"{P}:sems", f"{P}:sent:{wave}", self.log_key(wave)]
+        return bool(self._acquire(keys=keys, args=[holder, lane_id, time.time(), json.dumps(names),
+                                                   *limits.values()]))
 
-    def release(self, holder: str, names: list[str]) -> None:
+    def release(self, wave: str, vm: str, run: int, holder: str, names: list[str], why: str) -> bool:
+        """Give back `holder`'s tokens of `names`, unless `vm` is no longer in run `run`."""
+        keys = [f"{P}:sem:{name}" for name in names] + [f"{P}:sems", f"{P}:runs:{wave}", self.log_key(wave)]
+        return bool(self._release(keys=keys, args=[holder, vm, run, why, time.time(), json.dumps(names)]))
+
+    def holders(self) -> dict[str, list[str]]:
+        """Every holder of a token, with the semaphores it holds one of."""
+        names = sorted(self.r.smembers(f"{P}:sems"))
         pipe = self.r.pipeline()
         for name in names:
-            pipe.srem(f"{P}:sem:{name}", holder)
-        pipe.execute()
+            pipe.smembers(f"{P}:sem:{name}")
+        out: dict[str, list[str]] = {}
+        for name, members in zip(names, pipe.execute()):
+            for holder in members:
+                out.setdefault(holder, []).append(name)
+        return out
+
+    def leased(self, refs: list[StageRef]) -> bool:
+        """Whether any of these stages has a live lease (a worker is running it now)."""
+        return bool(refs) and self.r.exists(*[ref.lease_key for ref in refs]) > 0
 
     # ---- stages ----------------------------------------------------------------------------
     def ensure(self, refs: list[StageRef]) -> None:

@@ -3,6 +3,7 @@ Flower shows readable names and never a secret; the plan itself is read from Red
 from __future__ import annotations
 
 import functools
+import time
 
 from h2k_planner.models import Plan
 from h2k_planner.plan import FINAL_STAGE
@@ -15,6 +16,7 @@ from h2k_tasks.stages.convert import convert_disk
 from h2k_tasks.stages.fetch import fetch_local, unchanged
 from h2k_tasks.stages.fetch_vsphere import fetch_vsphere
 from h2k_tasks.stages.fetch_packed import fetch_packed, readable, unpacked_path
+from h2k_tasks.stages.power_off import power_off_for_fetch
 from h2k_tasks.stages.finalize import finalize_vm
 from h2k_tasks.stages.guest import guest_stage
 from h2k_tasks.stages.validate import validate_vm
@@ -37,9 +39,30 @@ def _outputs(run: StageRun) -> list[str]:
 
 
 # ---- the stages' work, and how to tell a recorded result still holds --------------------------
+def _may_change_power(run: StageRun) -> bool:
+    """The stage still owns its lease and its VM is not cancelled, as Redis says now. On a cancel,
+    wait for the heartbeat to see it too, so the stage ends as cancelled."""
+    if run.state.is_cancelled(run.ref.wave, run.ref.vm):
+        deadline = time.monotonic() + 5
+        while run.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return False
+    return run.owns()
+
+
+def _power_off(run: StageRun) -> dict:
+    how = power_off_for_fetch(run.pvm.source_endpoint, run.pvm.vm, run.pvm.shutdown_timeout,
+                              lambda: _may_change_power(run))
+    if how != "already off":
+        run.state.append_log(run.ref.wave, event="power-off", vm=run.pvm.vm.name, stage=run.ref.name, how=how)
+    return {"power": how}
+
+
 def _fetch(run: StageRun) -> dict:
     if run.pvm.source_endpoint:
-        return fetch_vsphere(run.pvm.source_endpoint, run.plan.output, run.pvm.vm, run.disk, run.alive, run.progress)
+        power = _power_off(run) if run.pvm.shutdown_timeout is not None else {}
+        return power | fetch_vsphere(run.pvm.source_endpoint, run.plan.output, run.pvm.vm, run.disk, run.alive,
+                                     run.progress)
     if run.disk.packed:
         dest = unpacked_path(run.plan.output, run.pvm.vm, run.disk)
         return fetch_packed(run.disk, dest, run.gen, run.alive, run.owns)

@@ -66,10 +66,11 @@ class Workers:
     log_dir: str
     procs: list[subprocess.Popen] = field(default_factory=list)
 
-    def start(self, settings: Settings) -> subprocess.Popen:
+    def start(self, settings: Settings, wrap: tuple[str, ...] = ()) -> subprocess.Popen:
+        """`wrap`: a command the worker is exec'd from (it must exec, so the worker keeps its pid)."""
         env = {**os.environ, **settings.to_env(), "PYTHONPATH": ROOT}
         log = open(os.path.join(self.log_dir, f"worker-{settings.host}-{len(self.procs)}.log"), "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "conductor", "worker"], env=env, stdout=log,
+        proc = subprocess.Popen([*wrap, sys.executable, "-m", "conductor", "worker"], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
         return proc

@@ -26,20 +26,25 @@ HOSTS = ["hosta", "hostb"]
 
 
 class Fleet:
-    def __init__(self, tmp_path, redis_server: RedisServer, workers):
+    def __init__(self, tmp_path, redis_server: RedisServer, workers, hosts: list[str] = HOSTS,
+                 convert_rate_limit: int = 256 << 20, **settings):
+        """`settings` are the workers' (e.g. concurrency)."""
         self.tmp, self.redis, self.workers = tmp_path, redis_server, workers
         self.r = redis_server.client()
         self.conductor: subprocess.Popen | None = None
         # conversions read at most 256 MiB/s, so the big VM's convert lasts seconds whatever the machine:
         # the crash and cancel below land while it runs
-        self.worker_procs = {h: workers.start(suite_settings(redis_server.url, host=h, convert_rate_limit=256 << 20))
-                             for h in HOSTS}
-        wait_for(lambda: all(self.r.exists(f"h2k:host:{h}") for h in HOSTS), 60, "workers to publish their hosts")
+        self.worker_procs = {h: workers.start(suite_settings(redis_server.url, host=h,
+                                                             convert_rate_limit=convert_rate_limit, **settings))
+                             for h in hosts}
+        wait_for(lambda: all(self.r.exists(f"h2k:host:{h}") for h in hosts), 60, "workers to publish their hosts")
 
-    def start_conductor(self, metrics_port: int = 0) -> None:
+    def start_conductor(self, metrics_port: int = 0, limits: dict | None = None) -> None:
+        """`limits`: the conductor config's caps (per_source, per_wave)."""
         log = open(self.tmp / "conductor.log", "ab")
         cfg = self.tmp / "conductor.yaml"
-        cfg.write_text("conductor:\n  stall_after: 5\n")  # lost messages are re-sent after 5 s here
+        # lost messages are re-sent after 5 s here
+        cfg.write_text(yaml.safe_dump({"conductor": {"stall_after": 5}, **({"limits": limits} if limits else {})}))
         self.conductor = subprocess.Popen(
             [sys.executable, "-m", "conductor", "conductor", "--broker", self.redis.url, "--config", str(cfg),
              "--metrics-port", str(metrics_port)],

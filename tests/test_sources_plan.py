@@ -13,7 +13,7 @@ import zipfile
 
 import pytest
 
-from h2k_planner.concerns import gate, review
+from h2k_planner.concerns import check_space, gate, local_facts, review
 from h2k_planner.errors import InputError
 from h2k_planner.models import VM, Disk, Output
 from h2k_planner.sources import load_sources
@@ -69,7 +69,8 @@ def test_config_rejects_unknown_per_vm_key(encrypted, tmp_path):
 def test_review_adds_space_secure_boot_and_unknown_os(tmp_path):
     huge = Disk(source="/x", format="raw", virtual_size=2**45, allocated_size=2**45)
     vm = VM(name="big", firmware="efi", secure_boot=True, disks=[huge], source="/x.vmx", source_kind="vmx")
-    [seen] = review([vm], Output(directory=str(tmp_path / "not-yet"), format="raw"))
+    out = Output(directory=str(tmp_path / "not-yet"), format="raw")
+    [seen] = check_space(review([vm]), out, {"big": "local"}, {"local": local_facts("local", out.directory)})
     ids = {c.id: c.severity.value for c in seen.concerns}
     assert ids == {"insufficient-space": "critical", "secure-boot": "warning", "unknown-guest-os": "warning"}
     with pytest.raises(InputError, match="VM 'big' has critical concern insufficient-space"):

@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
                       fixes={"virtio_win": args.virtio_win, "boot_test": False if args.no_boot_test else None})
     out_dir = require_output_dir(args.output)
     state = State.from_url(redis_url(cfg.broker_url)) if cfg.broker_url else None
-    plan = plan_wave(cfg, args.sources, out_dir, state, allow=tuple(args.allow_path), inspect=args.inspect,
-                     power_off=not args.dry_run)
+    plan = plan_wave(cfg, args.sources, out_dir, state, allow=tuple(args.allow_path), inspect=args.inspect)
     gate([p.vm for p in plan.vms], cfg.allowed_concerns())
     if state is None and any(p.host != LOCAL_HOST for p in plan.vms):
         raise InputError(None, f"without a broker only the embedded host {LOCAL_HOST!r} runs VMs; "

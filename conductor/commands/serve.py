@@ -14,6 +14,7 @@ from conductor.commands.common import add_config_args, load_config
 from conductor.driver import Driver
 from conductor.metrics import Metrics
 from conductor.planning import driver_for
+from conductor.tokens import free_stale
 from h2k_planner.errors import InputError
 from h2k_planner.models import Plan
 from h2k_tasks.app import configure
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
                 metrics.observe(wave, views)
                 if driver.close_if_done(views):
                     log.info("wave %s finished", wave)
+            for holder in free_stale(state):
+                log.info("freed the tokens of %s: its lane is not in flight", holder)
         except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as e:
             log.warning("redis unavailable (%s); retrying", e)
             time.sleep(1)

@@ -119,7 +119,7 @@ def _submit(args: argparse.Namespace) -> int:
     base = os.path.dirname(os.path.abspath(args.target))
     sources = [s if os.path.isabs(s) or s.startswith(VSPHERE) else os.path.join(base, s) for s in cfg.sources]
     started = time.perf_counter()
-    plan = plan_wave(cfg, sources, cfg.output.directory, state, power_off=True)
+    plan = plan_wave(cfg, sources, cfg.output.directory, state)
     gate([p.vm for p in plan.vms], cfg.allowed_concerns())
     driver = driver_for(cfg, state, plan)
     configure(cfg.worker_settings())
