@@ -135,7 +135,7 @@ class _Heartbeat(threading.Thread):
                 log.warning("%s: heartbeat failed, retrying", r.ref.name, exc_info=True)
                 continue
             renewed = time.monotonic()
-            if not ok:
+            if not ok and not self.stop.is_set():  # once stopped, the stage has ended: no lease to lose
                 log.warning("%s: lease lost (generation %s superseded)", r.ref.name, r.gen)
                 r._lost.set()
                 return

@@ -27,13 +27,13 @@ HOSTS = ["hosta", "hostb"]
 
 class Fleet:
     def __init__(self, tmp_path, redis_server: RedisServer, workers, hosts: list[str] = HOSTS,
-                 convert_rate_limit: int = 256 << 20, **settings):
+                 convert_rate_limit: int = 64 << 20, **settings):
         """`settings` are the workers' (e.g. concurrency)."""
         self.tmp, self.redis, self.workers = tmp_path, redis_server, workers
         self.r = redis_server.client()
         self.conductor: subprocess.Popen | None = None
-        # conversions read at most 256 MiB/s, so the big VM's convert lasts seconds whatever the machine:
-        # the crash and cancel below land while it runs
+        # conversions read at most 64 MiB/s, so the big VM's convert lasts about 25 s whatever the machine:
+        # the crash and cancel below land while it runs, even when starting `h2k wave cancel` takes seconds
         self.worker_procs = {h: workers.start(suite_settings(redis_server.url, host=h,
                                                              convert_rate_limit=convert_rate_limit, **settings))
                              for h in hosts}
