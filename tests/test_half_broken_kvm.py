@@ -24,7 +24,7 @@ from tests.support import h2k
 pytestmark = pytest.mark.slow
 
 # Long enough for the probe kernel to reach its panic under TCG on a loaded 2-core machine.
-KVM_DEADLINE = 45.0
+KVM_DEADLINE = 60.0
 
 WRAPPER = """#!{python}
 import os, shutil, sys
