@@ -78,15 +78,23 @@ def build_report(plan: Plan, pvm: PlannedVM, records: dict[tuple[str, str], dict
     }
 
 
+def is_windows(vm, inspection: dict | None) -> bool:
+    """Windows by the guest stage's inspection, else (no OS inspected) by the descriptor's guest OS."""
+    os_type = (inspection or {}).get("os_type", "unknown")
+    return os_type == "windows" if os_type != "unknown" else vm.guest_os.lower().startswith("win")
+
+
 def finalize_vm(plan: Plan, pvm: PlannedVM, records: dict[tuple[str, str], dict]) -> dict:
     report = build_report(plan, pvm, records)
     directory = vm_dir(plan.output, pvm.vm)
     os.makedirs(directory, exist_ok=True)
     if report["status"] == "succeeded":
         disks = [(output_path(plan.output, pvm.vm, d), plan.output.format) for d in pvm.vm.disks]
-        atomic.write_atomic(report["domain_xml"], domain_xml(pvm.vm, disks))
+        windows = is_windows(pvm.vm, report["inspection"])
+        atomic.write_atomic(report["domain_xml"], domain_xml(pvm.vm, disks, windows=windows))
         if report["first_boot_domain_xml"]:
-            atomic.write_atomic(report["first_boot_domain_xml"], domain_xml(pvm.vm, disks, disk_bus="sata"))
+            atomic.write_atomic(report["first_boot_domain_xml"],
+                                domain_xml(pvm.vm, disks, disk_bus="sata", windows=windows))
     atomic.write_atomic(os.path.join(directory, "report.json"), json.dumps(report, indent=2) + "\n")
     return {"report": os.path.join(directory, "report.json"), "status": report["status"],
             "domain_xml": report["domain_xml"], "first_boot_domain_xml": report["first_boot_domain_xml"]}
