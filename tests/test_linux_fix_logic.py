@@ -3,6 +3,8 @@ import yaml
 
 from h2k_planner.models import Severity
 from h2k_tasks.fixers.linux import netconfigs as nc
+from h2k_tasks.fixers.linux import netkinds
+from h2k_tasks.fixers.linux.network import vlan_renames
 from h2k_tasks.fixers.linux.blockdev import rewrite_cmdline, rewrite_grubenv, rewrite_table
 from h2k_tasks.fixers.linux.bootloader import (add_to_linux_lines, cfg_is_stale, grub_args, grub_default_with_serial,
                                                with_serial)
@@ -146,6 +148,48 @@ def test_interfaces_pins_skip_loopback_and_aliases():
     text = "auto lo\niface lo inet loopback\niface ens192 inet static\n hwaddress ether 00:50:56:aa:bb:cc\n" \
            "iface ens192:1 inet static\niface ens192 inet6 auto\n"
     assert nc.interfaces_pins(text) == [("ens192", "00:50:56:aa:bb:cc"), ("ens192", None)]
+
+
+def test_ifcfg_kinds_from_type_keys_and_references():
+    assert netkinds.ifcfg("DEVICE=bond0\nBONDING_OPTS=mode=1\n", "bond0") == ({"bond0": "bond"}, set())
+    assert netkinds.ifcfg("TYPE=Ethernet\nMASTER=bond1\nSLAVE=yes\n", "ens192") == ({"bond1": "bond"}, set())
+    assert netkinds.ifcfg("TYPE=Ethernet\nBRIDGE=br0\n", "ens192") == ({"br0": "bridge"}, set())
+    assert netkinds.ifcfg('DEVICETYPE=TeamPort\nTEAM_MASTER=team0\n', "ens192") == ({"team0": "team"}, set())
+    assert netkinds.ifcfg("DEVICETYPE=Team\n", "team0") == ({"team0": "team"}, set())
+    assert netkinds.ifcfg("VLAN=yes\n", "ens192.7") == ({"ens192.7": "vlan"}, {"ens192"})
+    assert netkinds.ifcfg("VLAN=yes\nPHYSDEV=eno1\n", "vlan7") == ({"vlan7": "vlan"}, {"eno1"})
+    assert netkinds.ifcfg("TYPE=InfiniBand\n", "ib0") == ({"ib0": "infiniband"}, set())
+    assert netkinds.ifcfg("BOOTPROTO=dhcp\n", "ens192") == ({}, set())
+    suse = "BRIDGE='yes'\nBRIDGE_PORTS='ens192 ens224'\n"
+    assert netkinds.ifcfg(suse, "br0") == ({"br0": "bridge"}, {"ens192", "ens224"})
+    assert netkinds.ifcfg("BONDING_MASTER=yes\nBONDING_SLAVE_0=eth0\n", "bond0") == ({"bond0": "bond"}, {"eth0"})
+    assert netkinds.ifcfg("ETHERDEVICE='eth1'\n", "vlan5") == ({"vlan5": "vlan"}, {"eth1"})
+
+
+def test_nm_kinds_ports_and_parents():
+    port = "[connection]\ntype=802-3-ethernet\ninterface-name=ens192\nmaster=br0\nslave-type=bridge\n"
+    assert netkinds.nm_type(port) == "ethernet" and netkinds.nm_keyfile(port) == ({"br0": "bridge"}, set())
+    vlan = "[connection]\ntype=vlan\ninterface-name=v7\n[vlan]\nparent=ens224\nid=7\n"
+    assert netkinds.nm_keyfile(vlan) == ({"v7": "vlan"}, {"ens224"})
+    by_uuid = "[connection]\ntype=vlan\n[vlan]\nparent=5fb06bd0-0bb0-7ffb-45f1-d6edd65f3e03\n"
+    assert netkinds.nm_keyfile(by_uuid) == ({}, set())
+    assert nc.nm_keyfile("[vlan]\nparent=ens224\n", {"ens224": "enp2s0"}, anyname=False) == "[vlan]\nparent=enp2s0\n"
+
+
+def test_netplan_networkd_and_ifupdown_kinds():
+    plan = "network:\n  bridges:\n    br0: {interfaces: [ens192]}\n  vlans:\n    v7: {id: 7, link: ens192}\n"
+    assert netkinds.netplan(plan) == ({"br0": "bridge", "v7": "vlan"}, set())
+    assert netkinds.networkd_netdev("[NetDev]\nName=br0\nKind=bridge\n") == ({"br0": "bridge"}, set())
+    ifupdown = ("iface br0 inet dhcp\n bridge_ports ens192 ens224\niface ens256 inet manual\n bond-master bond0\n"
+                "iface bond0 inet manual\n bond-slaves none\niface ens161.5 inet manual\n")
+    assert netkinds.interfaces(ifupdown) == ({"br0": "bridge", "bond0": "bond"}, {"ens192", "ens224", "ens161"})
+    assert not netkinds.is_vlan_name("ens192") and not netkinds.is_vlan_name("eth0:1")
+
+
+def test_only_physical_nics_are_named_and_vlans_follow_their_parent():
+    virtual = {"bond0": "bond", "ens192.100": "vlan", "bond0.200": "vlan", "vlan300": "vlan"}
+    assert vlan_renames(virtual, {"ens192": "enp1s0", "bond0": "bond0"}) == {"ens192.100": "enp1s0.100"}
+    assert vlan_renames(virtual, {"ens192": "ens192"}) == {}
 
 
 def _facts(**kw):

@@ -85,6 +85,7 @@ def load_disk_image(path: str, allow: tuple[str, ...] = ()) -> VM:
     name = os.path.splitext(os.path.basename(path))[0]
     concerns.append(Concern(
         id="bare-disk-defaults", severity=Severity.info,
-        message=f"a bare {disk.format} disk: VM {name!r} gets BIOS firmware, 1 vCPU, 1024 MiB, no NICs",
+        message=f"a bare {disk.format} disk: VM {name!r} gets the firmware its boot disk shows (BIOS if it shows "
+                "none), 1 vCPU, 1024 MiB, no NICs",
         remedy="edit the generated libvirt XML if the guest needs other hardware"))
     return VM(name=name, disks=[disk], source=path, source_kind="disk", concerns=concerns)

@@ -1,10 +1,17 @@
 """A libvirt domain for a converted VM: virtio disks and NICs, the source's MACs, firmware,
-memory and CPUs. `virt-xml-validate` accepts it."""
+memory and CPUs, a guest-agent channel; for Windows a local-time clock and Hyper-V enlightenments.
+`virt-xml-validate` accepts it."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
 from h2k_planner.models import VM, Firmware
+
+# what virt-install and virt-v2v give a Windows guest (docs/windows.md, "Domain details")
+HYPERV = ["relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "stimer", "reset", "frequencies"]
+WINDOWS_TIMERS = [{"name": "rtc", "tickpolicy": "catchup"}, {"name": "pit", "tickpolicy": "delay"},
+                  {"name": "hpet", "present": "no"}, {"name": "hypervclock", "present": "yes"}]
+GUEST_AGENT = "org.qemu.guest_agent.0"
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs) -> ET.Element:
@@ -14,8 +21,9 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs) -> ET.E
     return el
 
 
-def domain_xml(vm: VM, disks: list[tuple[str, str]], network: str = "default", disk_bus: str = "virtio") -> str:
-    """`disks` are (path, format) in boot order."""
+def domain_xml(vm: VM, disks: list[tuple[str, str]], network: str = "default", disk_bus: str = "virtio",
+               windows: bool = False) -> str:
+    """`disks` are (path, format) in boot order; `vm.firmware` is the firmware to ship (see h2k_tasks.firmware)."""
     dom = ET.Element("domain", type="kvm")
     _sub(dom, "name", vm.name)
     if vm.uuid:
@@ -30,9 +38,17 @@ def domain_xml(vm: VM, disks: list[tuple[str, str]], network: str = "default", d
     features = _sub(dom, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
+    if windows:
+        hyperv = _sub(features, "hyperv", mode="custom")
+        for name in HYPERV:
+            _sub(hyperv, name, state="on", **({"retries": "8191"} if name == "spinlocks" else {}))
     if vm.firmware == Firmware.efi and vm.secure_boot:
         _sub(features, "smm", state="on")
     _sub(dom, "cpu", mode="host-model")
+    if windows:
+        clock = _sub(dom, "clock", offset="localtime")
+        for timer in WINDOWS_TIMERS:
+            _sub(clock, "timer", **timer)
     _sub(dom, "on_poweroff", "destroy")
     _sub(dom, "on_reboot", "restart")
     _sub(dom, "on_crash", "destroy")
@@ -57,6 +73,8 @@ def domain_xml(vm: VM, disks: list[tuple[str, str]], network: str = "default", d
     _sub(serial, "target", port="0")
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial", port="0")
+    channel = _sub(devices, "channel", type="unix")
+    _sub(channel, "target", type="virtio", name=GUEST_AGENT)
     _sub(devices, "graphics", type="vnc", autoport="yes", listen="127.0.0.1")
     video = _sub(devices, "video")
     _sub(video, "model", type="virtio")

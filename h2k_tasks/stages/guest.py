@@ -21,6 +21,7 @@ from h2k_planner.models import VM
 from h2k_tasks import atomic, process
 from h2k_tasks.accel import Hypervisor
 from h2k_tasks.appliance import SESSION_TIMEOUT, LaunchTimeout, open_session
+from h2k_tasks.firmware import shipped_vm
 from h2k_tasks.fixers import Change, FixContext
 from h2k_tasks.fixers.linux import fix_linux
 from h2k_tasks.fixers.windows import fix_windows
@@ -31,24 +32,48 @@ from h2k_tasks.process import Interrupted
 from h2k_tasks.stages import StageFailed
 
 ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+BIOS_BOOT_GUID = "21686148-6449-6E6F-744E-656564454649"  # GRUB's core.img on a GPT disk booted by BIOS
+ESP_MBR_ID = 0xEF
 COMMIT_MARKER = ".guest-commit"
 OVERLAY_PREFIX = ".guest-g"  # + the attempt's lease generation
 QEMU_IMG_TIMEOUT = 300.0  # creating an overlay is instant; a stuck NFS mount is not
 NO_OS_NOTE = "no operating system found on the disks"
 
 
-def detect_firmware(g) -> str:
-    """'efi' when the boot disk has a GPT with an EFI System Partition, else 'bios'."""
+def detect_firmware(g) -> str | None:
+    """What the boot disk boots: 'efi' for an EFI System Partition holding a loader and no BIOS boot
+    code, 'bios' for BIOS boot code and no such ESP, None when it shows both or neither."""
     dev = g.list_devices()[0]
     try:
-        if g.part_get_parttype(dev) != "gpt":
-            return "bios"
-        for p in g.part_list(dev):
-            if g.part_get_gpt_type(dev, p["part_num"]).upper() == ESP_GUID:
-                return "efi"
+        table = g.part_get_parttype(dev)
+        parts = [p["part_num"] for p in g.part_list(dev)]
     except RuntimeError:
-        return "bios"
-    return "bios"
+        return None
+    if table == "gpt":
+        types = {n: g.part_get_gpt_type(dev, n).upper() for n in parts}
+        esps = [n for n in parts if types[n] == ESP_GUID]
+        bios = BIOS_BOOT_GUID in types.values() or _boot_code(g, dev)
+    else:
+        esps = [n for n in parts if n <= 4 and g.part_get_mbr_id(dev, n) == ESP_MBR_ID]
+        bios = _boot_code(g, dev)
+    efi = any(_has_efi_loader(g, f"{dev}{n}") for n in esps)
+    return None if efi == bios else ("efi" if efi else "bios")
+
+
+def _boot_code(g, dev: str) -> bool:
+    """Sector 0's boot code area is not all zero (GRUB's boot.img, a generic MBR loader)."""
+    return any(g.pread_device(dev, 440, 0))
+
+
+def _has_efi_loader(g, part: str) -> bool:
+    try:
+        g.mount_ro(part, "/")
+    except RuntimeError:
+        return False
+    try:
+        return any(p.lower().startswith("efi/") and p.lower().endswith(".efi") for p in g.find("/"))
+    finally:
+        g.umount("/")
 
 
 def inspect(g) -> dict:
@@ -139,8 +164,8 @@ def guest_stage(vm: VM, disks: list[tuple[str, str]], vm_dir: str | None, option
         try:
             with session.watch(timeout, alive) as watch:
                 info = inspect(g)
-                changes, notes, facts = _fix(g, info, vm, options) if info["os_type"] != "unknown" else (
-                    [], [NO_OS_NOTE], {})
+                changes, notes, facts = (_fix(g, info, shipped_vm(vm, info), options) if info["os_type"] != "unknown"
+                                         else ([], [NO_OS_NOTE], {}))
                 g.umount_all()
                 g.shutdown()
         except (InputError, RuntimeError) as e:

@@ -9,6 +9,7 @@ from typing import Callable
 from h2k_planner.models import Output, PlannedVM
 from h2k_tasks.accel import Hypervisor
 from h2k_tasks.boot_test import boot_test
+from h2k_tasks.firmware import shipped_firmware
 from h2k_tasks.stages import StageFailed
 from h2k_tasks.stages.verify import check_output, sha256_file
 
@@ -31,7 +32,7 @@ def validate_vm(pvm: PlannedVM, output: Output, outputs: list[str], inspection: 
         return {"checks": checks, "boot": None, "boot_note": note}
     if not inspection.get("linux", {}).get("kernels", [None]):
         raise StageFailed("boot test: the guest has no kernel installed", details={"checks": checks, "boot": None})
-    firmware = inspection.get("firmware") or vm.firmware.value
+    firmware = shipped_firmware(vm, inspection).value
     result = boot_test(outputs, firmware=firmware, timeout=pvm.boot_timeout, cancel=lambda: not alive(),
                        mac=next((n.mac for n in vm.nics if n.mac), None), memory_mib=max(vm.memory_mib, 512),
                        console_log=os.path.join(vm_dir, "console.log"), workdir=vm_dir, hv=hv, gen=gen)

@@ -2,15 +2,15 @@
 
 `fix_linux(ctx)` runs them in order: block device names first (the initramfs and GRUB config are
 generated from fstab and /etc/default/grub), then hypervisor tools (their removal may trigger
-an initramfs rebuild hook we then supersede), the initramfs drivers, the bootloader, the network,
-and last the SELinux relabel mark, which depends on whether anything else changed.
+an initramfs rebuild hook we then supersede), the initramfs drivers, the bootloader, the UEFI
+fallback loader, the network, and last the SELinux relabel mark, which depends on whether anything else changed.
 """
 from __future__ import annotations
 
 from h2k_tasks.fixers import Change, FixContext
-from h2k_tasks.fixers.linux import blockdev, bootloader, initramfs, network, selinux, tools
+from h2k_tasks.fixers.linux import blockdev, bootloader, efi_fallback, initramfs, network, selinux, tools
 
-ORDER = [blockdev, tools, initramfs, bootloader, network]
+ORDER = [blockdev, tools, initramfs, bootloader, efi_fallback, network]
 
 
 def fix_linux(ctx: FixContext) -> list[Change]:

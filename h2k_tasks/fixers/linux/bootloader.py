@@ -1,12 +1,10 @@
-"""Serial console on the kernel command line, a regenerated GRUB config, and the UEFI fallback loader.
+"""Serial console on the kernel command line and a regenerated GRUB config.
 
 - `console=tty0 console=ttyS0,115200` is added (unless options say `serial_console: false` or a
   ttyS console is already there) to GRUB_CMDLINE_LINUX, BLS entries and /etc/kernel/cmdline.
 - grub.cfg is regenerated with the guest's own tool (update-grub, grub2-mkconfig, grub-mkconfig)
   when this fixer changed its inputs or when a `linux` line lacks GRUB_CMDLINE_LINUX's arguments;
   a guest without such a tool gets the arguments added to grub.cfg's `linux` lines directly.
-- UEFI guests without EFI/BOOT/BOOTX64.EFI get one (shim when present, else GRUB): KVM's fresh
-  NVRAM has no boot entry for the vendor directory.
 """
 from __future__ import annotations
 
@@ -93,39 +91,7 @@ def _regenerate(ctx: FixContext, serial: bool, changed: bool) -> list[Change]:
     return run(ctx, FIXER, argv, f"regenerate {cfg_path}")
 
 
-def _efi_fallback(ctx: FixContext) -> list[Change]:
-    g = ctx.g
-    esp = g.case_sensitive_path("/boot/efi/EFI") if g.is_dir("/boot/efi/EFI") else None
-    if esp is None:
-        return []
-    names = {n.lower(): n for n in g.ls(esp)}
-    boot = f"{esp}/{names.get('boot', 'BOOT')}"
-    if g.is_dir(boot) and any(n.lower() == "bootx64.efi" for n in g.ls(boot)):
-        return []
-    for vendor in sorted(set(names) - {"boot"}):
-        files = {n.lower(): n for n in g.ls(f"{esp}/{names[vendor]}")}
-        loader = files.get("shimx64.efi") or files.get("grubx64.efi")
-        if loader:
-            break
-    else:
-        ctx.log.append(f"{FIXER}: UEFI guest has no shimx64.efi or grubx64.efi to use as the fallback loader")
-        return []
-    src = f"{esp}/{names[vendor]}"
-    g.mkdir_p(boot)
-    g.cp(f"{src}/{loader}", f"{boot}/BOOTX64.EFI")
-    copied = [f"{boot}/BOOTX64.EFI"]
-    if loader.lower() == "shimx64.efi" and "grubx64.efi" in files:  # shim loads grubx64.efi from its own directory
-        g.cp(f"{src}/{files['grubx64.efi']}", f"{boot}/grubx64.efi")
-        copied.append(f"{boot}/grubx64.efi")
-    return [Change(fixer=FIXER, kind="file", path=p, summary="UEFI fallback boot loader",
-                   diff=f"copied from {src}") for p in copied]
-
-
 def fix(ctx: FixContext) -> list[Change]:
     serial = ctx.options.get("serial_console", True)
     changes = _serial(ctx) if serial else []
-    changes += _regenerate(ctx, serial, bool(changes))
-    firmware = getattr(getattr(ctx.vm, "firmware", None), "value", None)
-    if firmware == "efi":
-        changes += _efi_fallback(ctx)
-    return changes
+    return changes + _regenerate(ctx, serial, bool(changes))

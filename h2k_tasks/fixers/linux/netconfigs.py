@@ -10,6 +10,8 @@ import re
 
 import yaml
 
+from h2k_tasks.fixers.linux.netkinds import interfaces_stanzas
+
 VIRTIO_DRIVER = "virtio_net"
 
 
@@ -39,11 +41,13 @@ def routes(text: str, names: dict[str, str]) -> str:
 
 
 def nm_keyfile(text: str, names: dict[str, str], anyname: bool) -> str:
-    """NetworkManager keyfile: drop mac-address=; drop interface-name= (one NIC) or rename it."""
+    """NetworkManager keyfile: drop mac-address=; drop interface-name= (one NIC) or rename it; a VLAN's
+    parent= follows its NIC (a parent given as a connection UUID is left)."""
     text = re.sub(r"^mac-address=.*\n?", "", text, flags=re.M)
     if anyname:
-        return re.sub(r"^interface-name=.*\n?", "", text, flags=re.M)
-    return re.sub(r"^(interface-name=)(.*)$", lambda m: m.group(1) + names.get(m.group(2), m.group(2)), text, flags=re.M)
+        text = re.sub(r"^interface-name=.*\n?", "", text, flags=re.M)
+    return re.sub(r"^((?:interface-name|parent)=)(.*)$", lambda m: m.group(1) + names.get(m.group(2), m.group(2)),
+                  text, flags=re.M)
 
 
 def nm_pins(text: str) -> tuple[str | None, str | None]:
@@ -126,11 +130,10 @@ def interfaces(text: str, names: dict[str, str]) -> str:
 
 
 def interfaces_pins(text: str) -> list[tuple[str, str | None]]:
+    """(interface, MAC of its `hwaddress` line) of each `iface` stanza but loopback and aliases."""
     out = []
-    for m in re.finditer(r"^\s*iface\s+(\S+)\s+inet6?\s", text, re.M):
-        if m.group(1) != "lo" and ":" not in m.group(1):
-            out.append((m.group(1), None))
-    mac = re.search(r"^\s*hwaddress\s+(?:ether\s+)?(\S+)", text, re.M)
-    if out and mac:
-        out[0] = (out[0][0], mac.group(1))
+    for name, opts in interfaces_stanzas(text):
+        if name != "lo" and ":" not in name:
+            mac = next((m.group(1) for o in opts if (m := re.match(r"hwaddress\s+(?:ether\s+)?(\S+)", o))), None)
+            out.append((name, mac))
     return out

@@ -2,19 +2,24 @@
 
 Every backend's MAC pinning is dropped (the VMware MAC may not come back, and the NIC is new) and
 `70-persistent-net.rules` and MAC-matching `.link` files are removed. Addresses, routes and DNS stay.
-Names: with one NIC, NetworkManager keyfiles (no interface-name), netplan and systemd-networkd
-(match driver virtio_net) take any name; ifcfg and ifupdown files, and guests with several NICs,
-are renamed to the name KVM's virtio NIC gets: `net.ifnames=0` on the command line -> eth<N>;
-else options["nic_names"] if given; else by options["machine"]: "q35" (default) -> enp<N+1>s0,
-"pc" -> ens<N+3>. Old NICs are ordered as ctx.vm.nics lists their MACs, then by name.
+Only physical Ethernet NICs are renamed: bonds, teams, bridges and VLANs (netkinds.py) keep their
+names, and what refers to a NIC (members, a VLAN's parent) follows it; a VLAN named `<nic>.<id>`
+becomes `<new>.<id>` where the format derives its parent from its name (ifcfg, ifupdown).
+Names: with one NIC and nothing virtual on it, NetworkManager keyfiles (no interface-name), netplan
+and systemd-networkd (match driver virtio_net) take any name; ifcfg and ifupdown files, and guests
+with several NICs or virtual interfaces, are renamed to the name KVM's virtio NIC gets:
+`net.ifnames=0` on the command line -> eth<N>; else options["nic_names"] if given; else by
+options["machine"]: "q35" (default) -> enp<N+1>s0, "pc" -> ens<N+3>. Old NICs are ordered as
+ctx.vm.nics lists their MACs, then by name.
 """
 from __future__ import annotations
 
 import re
 
 from h2k_tasks.fixers import Change, FixContext
-from h2k_tasks.fixers.linux import netconfigs as nc
 from h2k_tasks.fixers.guestfiles import listdir, read, remove, rename, write
+from h2k_tasks.fixers.linux import netconfigs as nc
+from h2k_tasks.fixers.linux import netkinds
 
 FIXER = "linux.network"
 RH = "/etc/sysconfig/network-scripts"
@@ -31,9 +36,8 @@ def _ifcfg_files(g) -> list[str]:
             if not p.endswith(("ifcfg-lo", ".bak", "~")) and g.is_file(p)]
 
 
-def _nm_files(g) -> list[str]:
-    return [p for p in listdir(g, NM) if g.is_file(p)
-            and re.search(r"^type=(ethernet|802-3-ethernet)\s*$", read(g, p) or "", re.M)]
+def _nm_files(g, types: tuple[str, ...]) -> list[str]:
+    return [p for p in listdir(g, NM) if g.is_file(p) and netkinds.nm_type(read(g, p) or "") in types]
 
 
 def _interfaces_files(g) -> list[str]:
@@ -41,18 +45,46 @@ def _interfaces_files(g) -> list[str]:
     return files + [p for p in listdir(g, "/etc/network/interfaces.d") if g.is_file(p)]
 
 
-def collect(g) -> dict[str, str | None]:
-    """Interface names the configs pin (old name -> MAC or None)."""
+def _ifcfg_name(g, path: str) -> str:
+    return nc.ifcfg_pins(read(g, path))[0] or path.rsplit("ifcfg-", 1)[1]
+
+
+def virtual(g) -> netkinds.Kinds:
+    """Bonds, teams, bridges and VLANs the configs declare or refer to (name -> kind), and the devices
+    they name as members or parents."""
+    found: dict[str, str] = {}
+    lower: set[str] = set()
+
+    def add(kinds: netkinds.Kinds):
+        found.update(kinds[0])
+        lower.update(kinds[1])
+
+    for p in _ifcfg_files(g):
+        add(netkinds.ifcfg(read(g, p), _ifcfg_name(g, p)))
+    for p in _nm_files(g, ("ethernet", *netkinds.VIRTUAL)):
+        add(netkinds.nm_keyfile(read(g, p)))
+    for p in listdir(g, NETPLAN, ".yaml"):
+        add(netkinds.netplan(read(g, p)))
+    for p in listdir(g, NETWORKD, ".netdev"):
+        add(netkinds.networkd_netdev(read(g, p)))
+    for p in _interfaces_files(g):
+        add(netkinds.interfaces(read(g, p)))
+    return found, lower
+
+
+def collect(g, kinds: netkinds.Kinds) -> dict[str, str | None]:
+    """Physical NICs the configs name (old name -> MAC or None): every named interface that is not
+    virtual, and the members and parents of virtual ones."""
+    virtual_names, lower = kinds
     found: dict[str, str | None] = {}
 
     def add(name, mac):
-        if name and name != "lo":
+        if name and name != "lo" and name not in virtual_names and not netkinds.is_vlan_name(name):
             found[name] = found.get(name) or (mac.lower() if mac else None)
 
     for p in _ifcfg_files(g):
-        name, mac = nc.ifcfg_pins(read(g, p))
-        add(name or p.rsplit("ifcfg-", 1)[1], mac)
-    for p in _nm_files(g):
+        add(_ifcfg_name(g, p), nc.ifcfg_pins(read(g, p))[1])
+    for p in _nm_files(g, ("ethernet",)):
         add(*nc.nm_pins(read(g, p)))
     for p in listdir(g, NETPLAN, ".yaml"):
         for name, mac in nc.netplan_pins(read(g, p)):
@@ -62,7 +94,19 @@ def collect(g) -> dict[str, str | None]:
     for p in _interfaces_files(g):
         for name, mac in nc.interfaces_pins(read(g, p)):
             add(name, mac)
+    for name in sorted(lower):
+        add(name, None)
     return found
+
+
+def vlan_renames(virtual_names: dict[str, str], names: dict[str, str]) -> dict[str, str]:
+    """VLANs named `<nic>.<id>` on a renamed NIC -> `<new>.<id>` (the ifcfg and ifupdown naming)."""
+    out = {}
+    for name in virtual_names:
+        parent, _, vid = name.rpartition(".")
+        if netkinds.is_vlan_name(name) and names.get(parent, parent) != parent:
+            out[name] = f"{names[parent]}.{vid}"
+    return out
 
 
 def _natural(name: str) -> list:
@@ -107,13 +151,21 @@ def _rename_by_suffix(ctx: FixContext, path: str, names: dict[str, str]) -> list
 
 def fix(ctx: FixContext) -> list[Change]:
     g = ctx.g
-    found = collect(g)
+    kinds = virtual(g)
+    virtual_names = kinds[0]
+    found = collect(g, kinds)
     names = plan_names(ctx, found)
-    anyname = len(found) == 1 and len(getattr(ctx.vm, "nics", [])) <= 1
+    vlans = vlan_renames(virtual_names, names)
+    anyname = len(found) == 1 and len(getattr(ctx.vm, "nics", [])) <= 1 and not virtual_names
     for old, new in names.items():
-        if old != new:
-            how = "matched by driver virtio_net where the backend can, else named" if anyname else "named"
-            ctx.log.append(f"{FIXER}: NIC {old} ({found[old] or 'no MAC pinned'}) -> {how} {new}")
+        how = "matched by driver virtio_net where the backend can, else named" if anyname else "named"
+        ctx.log.append(f"{FIXER}: NIC {old} ({found[old] or 'no MAC pinned'}) -> {how} {new}")
+    for name, kind in sorted(virtual_names.items()):
+        if name in vlans:
+            ctx.log.append(f"{FIXER}: {kind} {name} -> {vlans[name]} in ifcfg and ifupdown files (named after its "
+                           "parent), kept where its name is declared")
+        else:
+            ctx.log.append(f"{FIXER}: {kind} {name} keeps its name")
     changes = []
     for p in _ifcfg_files(g):
         changes += _rewrite(ctx, p, nc.ifcfg, names)
@@ -122,8 +174,8 @@ def fix(ctx: FixContext) -> list[Change]:
     for p in route_files + ([f"{SUSE}/routes"] if g.is_file(f"{SUSE}/routes") else []):
         changes += _rewrite(ctx, p, nc.routes, names)
     for p in _ifcfg_files(g) + route_files:
-        changes += _rename_by_suffix(ctx, p, names)
-    for p in _nm_files(g):
+        changes += _rename_by_suffix(ctx, p, names | vlans)
+    for p in _nm_files(g, ("ethernet", *netkinds.VIRTUAL)):
         changes += _rewrite(ctx, p, nc.nm_keyfile, names, anyname)
     for p in listdir(g, NETPLAN, ".yaml"):
         changes += _rewrite(ctx, p, nc.netplan, names, anyname)
