@@ -18,11 +18,14 @@ _VDI_HEADER = 0x188
 
 
 def check_disk(disk: Disk) -> None:
-    """Refuse `disk` if any layer of its chain is damaged; disks unpacked only at fetch are skipped."""
+    """Refuse `disk` if any layer of its chain is damaged; disks unpacked only at fetch, and encrypted
+    layers, are skipped."""
     if disk.packed:
         return
     for layer in qemu_img_info(disk.source, disk.format):
         fmt, path = layer["format"], layer["filename"]
+        if layer.get("encrypted"):
+            continue  # unreadable without its key: the source's encrypted-disk concern speaks for it
         if fmt == "vdi":
             check_vdi_size(path)
         if fmt in CHECKED_FORMATS:
