@@ -1,6 +1,7 @@
 """Fixtures giving each test real redis-server and worker processes (see tests/support.py)."""
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 
@@ -13,6 +14,7 @@ pytest_plugins = ["tests.conftest_vsphere"]  # the vSphere simulator's fixtures,
 # A full run peaks near 5 GiB of disk images in the temp directory (measured on 308 tests); building the
 # guest caches the first time takes a few more. Below this, every image-building test would error.
 NEEDED_FREE_GIB = 10
+_CHILD_TMP = pytest.StashKey[str]()
 
 
 def pytest_sessionstart(session):
@@ -21,6 +23,15 @@ def pytest_sessionstart(session):
     if free < NEEDED_FREE_GIB:
         pytest.exit(f"{tmp}: {free:.1f} GiB free, the suite needs {NEEDED_FREE_GIB} GiB for its disk images; "
                     "free some space first", returncode=1)
+    # The processes the tests start (workers, h2k, libguestfs, their Celery pools) keep their temp files
+    # in a directory of this session's, removed at its end: a process a test kills leaves nothing in /tmp.
+    session.config.stash[_CHILD_TMP] = os.environ["TMPDIR"] = tempfile.mkdtemp(prefix="h2k-suite-", dir=tmp)
+
+
+def pytest_sessionfinish(session):
+    child_tmp = session.config.stash.get(_CHILD_TMP, None)
+    if child_tmp:
+        shutil.rmtree(child_tmp, ignore_errors=True)
 
 
 @pytest.fixture
