@@ -8,7 +8,10 @@ end of the archive. A streamed archive may not expand past `MAX_RATIO` times its
 head, tail and SHA1/SHA256/SHA512 digests, which is all the planner needs."""
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
+import lzma
 import os
 import posixpath
 import stat
@@ -29,7 +32,8 @@ SLACK = 64 * 2**20
 MAX_KEPT = 32 * 2**20  # descriptor and manifest bytes a streamed pass keeps in memory
 HEAD = 64 * 1024  # enough of a member to probe it, gzip'd or not
 CHUNK = 1024 * 1024
-_COMPRESSED = (b"\x1f\x8b", b"\xfd7zXZ\x00", b"BZh")
+_DECOMPRESSORS = {b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f), b"\xfd7zXZ\x00": lzma.LZMAFile, b"BZh": bz2.BZ2File}
+_COMPRESSED = tuple(_DECOMPRESSORS)
 
 
 @dataclass
@@ -194,6 +198,18 @@ def _scan(path: str, name: str, size: int, f: IO[bytes], budget: _Budget) -> Mem
     return Member(name, size, head=head, tail=tail, digests={a: h.hexdigest() for a, h in hashes.items()}, data=data)
 
 
+@contextmanager
+def _compressed_tar(path: str) -> Iterator[tarfile.TarFile]:
+    """A compressed tar read as a stream, decompressed by the module its magic bytes name (not by
+    tarfile's own stream, which raises AttributeError instead of an error on some damaged gzip headers)."""
+    with open(path, "rb") as raw:
+        magic = raw.read(6)
+        raw.seek(0)
+        opener = next(cls for m, cls in _DECOMPRESSORS.items() if magic.startswith(m))
+        with opener(raw) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            yield tar
+
+
 def _streamed(path: str, kind: str) -> dict[str, Member]:
     budget = _Budget(path)
     found: dict[str, Member] = {}
@@ -209,14 +225,14 @@ def _streamed(path: str, kind: str) -> dict[str, Member]:
                         with zf.open(info) as f:
                             _add(path, found, _scan(path, name, info.file_size, f, budget), "zip", info.filename)
         else:
-            with tarfile.open(path, "r|*") as tar:
+            with _compressed_tar(path) as tar:
                 for info in tar:
                     name = _tar_member(path, info)
                     if name is not None:
                         _add(path, found, _scan(path, name, info.size, tar.extractfile(info), budget), "tar", info.name)
     except (tarfile.ReadError, zipfile.BadZipFile) as e:
         raise InputError(path, f"damaged or not a {'zip' if kind == 'zip' else 'compressed tar'} archive: {e}") from None
-    except (tarfile.TarError, EOFError, OSError, zlib.error, NotImplementedError) as e:
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, NotImplementedError) as e:
         raise InputError(path, f"cannot decompress the archive: {e}") from None
     return found
 
@@ -245,7 +261,7 @@ def streamed_member(path: str, name: str) -> Iterator[IO[bytes]]:
                     with zf.open(info) as f:
                         yield f
                     return
-    with tarfile.open(path, "r|*") as tar:
+    with _compressed_tar(path) as tar:
         for info in tar:
             if info.isreg() and posixpath.normpath(info.name) == name:
                 yield tar.extractfile(info)
