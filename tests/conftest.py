@@ -25,9 +25,7 @@ def pytest_sessionstart(session):
                     "free some space first", returncode=1)
     # The processes the tests start (workers, h2k, libguestfs, their Celery pools) keep their temp files
     # in a directory of this session's, removed at its end: a process a test kills leaves nothing in /tmp.
-    # libguestfs puts its appliance's sockets under XDG_RUNTIME_DIR (else /tmp), the rest under TMPDIR.
-    child_tmp = tempfile.mkdtemp(prefix="h2k-suite-", dir=tmp)
-    session.config.stash[_CHILD_TMP] = os.environ["TMPDIR"] = os.environ["XDG_RUNTIME_DIR"] = child_tmp
+    session.config.stash[_CHILD_TMP] = os.environ["TMPDIR"] = tempfile.mkdtemp(prefix="h2k-suite-", dir=tmp)
 
 
 def pytest_sessionfinish(session):
