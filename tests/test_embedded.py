@@ -150,8 +150,9 @@ def test_killed_mid_convert_leaves_nothing_running_and_resumes(source, runs, tmp
     assert not os.path.exists(os.path.join(out, ".h2k", "broker.url"))
 
 
-def test_killed_mid_guest_leaves_no_appliance_and_resumes(tmp_path):
-    """SIGKILL while the guest stage's libguestfs appliance runs: the appliance dies with the run too,
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_killed_mid_guest_leaves_no_appliance_and_resumes(tmp_path, sig):
+    """Killed while the guest stage's libguestfs appliance runs: the appliance dies with the run too,
     and the same command again finishes the VM with its fixes committed once."""
     vmx = build_demo_vm(str(tmp_path / "src"))
     cfg = tmp_path / "h2k.yaml"
@@ -161,7 +162,7 @@ def test_killed_mid_guest_leaves_no_appliance_and_resumes(tmp_path):
     try:
         wait_for(lambda: any("qemu-system" in c and "/.guest-g" in c for c in run.descendants().values()), 600,
                  "the guest stage's appliance to run")
-        run.kill(signal.SIGKILL)
+        run.kill(sig)
         run.all_gone(30)
     finally:
         run.stop()
