@@ -16,6 +16,7 @@ from h2k_planner.errors import InputError
 from h2k_tasks.accel import host_accel
 from h2k_tasks.boot_test import boot_test
 from tests.builders.debian_guest import build_debian_guest
+from tests.support import processes_with
 
 BOOT_TIMEOUT = 420
 # The first test to use the guest builds it when this machine's cache is cold: about 10 minutes.
@@ -35,15 +36,7 @@ def _fingerprint(path: str) -> tuple[int, int, str]:
 
 def _qemu_running_with(console: str) -> bool:
     """Whether a QEMU writing its serial console to `console` is running."""
-    needle = f"file:{console}".encode()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if needle in f.read():
-                    return True
-        except OSError:
-            continue
-    return False
+    return bool(processes_with(f"file:{console}"))
 
 
 def _boot_sector_disk(path: str, code: bytes) -> str:

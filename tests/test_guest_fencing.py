@@ -14,26 +14,16 @@ import pytest
 
 from h2k_tasks import atomic
 from tests.builders.vmware import build_demo_vm
-from tests.support import ROOT, h2k, sha256, suite_settings, wait_for
+from tests.support import ROOT, h2k, processes_with, sha256, suite_settings, wait_for
 
 pytestmark = pytest.mark.slow
 
 VM = "demo-debian12"
 
 
-def _appliances(vm_dir: str) -> list[int]:
+def _appliances(vm_dir: str) -> list[str]:
     """The QEMU processes whose drives are this VM's guest-stage overlays."""
-    needle = os.path.join(vm_dir, ".guest-g").encode()
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if needle in cmdline and b"qemu-system" in cmdline:
-            found.append(int(pid))
-    return found
+    return processes_with(os.path.join(vm_dir, ".guest-g"), "qemu-system")
 
 
 def _log(r) -> list[dict]:

@@ -19,7 +19,7 @@ from h2k_tasks import accel
 from h2k_tasks.accel import Hypervisor, host_accel
 from h2k_tasks.boot_test import boot_test
 from tests.builders.vmware import build_demo_vm
-from tests.support import h2k
+from tests.support import h2k, processes_with
 
 pytestmark = pytest.mark.slow
 
@@ -55,19 +55,6 @@ def _verdict(hv: Hypervisor) -> dict:
         return json.load(f)
 
 
-def _processes_under(path: str) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if path in cmdline and "qemu" in cmdline:
-            found.append(f"{pid}: {cmdline[:200]}")
-    return found
-
-
 def test_boot_test_falls_back_to_tcg_when_kvm_hangs_after_the_probe(half_broken_kvm, tmp_path):
     assert host_accel(half_broken_kvm).name == "kvm"  # the probe is fooled, as on a half-broken host
     blank = tmp_path / "blank.raw"
@@ -82,7 +69,7 @@ def test_boot_test_falls_back_to_tcg_when_kvm_hangs_after_the_probe(half_broken_
     # The host is on TCG now: the next boot does not wait for KVM again.
     again = boot_test([str(blank)], "bios", timeout=120, hv=half_broken_kvm, workdir=str(tmp_path))
     assert again.verdict == "no-boot-device" and again.accel == "tcg" and again.seconds < KVM_DEADLINE
-    assert not _processes_under(str(tmp_path))
+    assert not processes_with(str(tmp_path), "qemu")
 
 
 def test_guest_stage_completes_under_tcg_when_the_appliance_hangs_under_kvm(half_broken_kvm, tmp_path):
@@ -101,4 +88,4 @@ def test_guest_stage_completes_under_tcg_when_the_appliance_hangs_under_kvm(half
                                      f"within {KVM_DEADLINE:g}s under KVM and was killed"), used
     assert report["inspection"]["distro"] == "debian" and report["changes"]
     assert _verdict(half_broken_kvm)["name"] == "tcg"
-    assert not _processes_under(str(tmp_path))
+    assert not processes_with(str(tmp_path), "qemu")
