@@ -8,6 +8,8 @@ APT_PACKAGES := qemu-utils qemu-system-x86 libguestfs-tools python3-guestfs pyth
 	golang-go golang-github-vmware-govmomi-dev docker-compose debootstrap ovmf seabios busybox-static \
 	ntfs-3g genisoimage libwin-hivex-perl
 export LIBGUESTFS_BACKEND ?= direct
+# Test processes: most of the suite waits on single-threaded TCG guests, so one per core.
+JOBS ?= $(shell nproc)
 DEMO_DIR := demo-out
 
 .PHONY: deps apt venv test demo bench flower clean
@@ -32,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: deps
-	$(VPY) -m pytest -ra --durations=15
+	$(VPY) -m pytest -ra --durations=15 -n $(JOBS) --dist loadfile
 
 demo: deps
 	rm -rf $(DEMO_DIR)

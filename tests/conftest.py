@@ -34,6 +34,13 @@ def pytest_sessionfinish(session):
         shutil.rmtree(child_tmp, ignore_errors=True)
 
 
+def pytest_collection_modifyitems(items):
+    """Modules holding slow tests first (stable otherwise): with the suite spread over processes by
+    module (`make test`), the long ones start early and the processes finish together."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
+
+
 @pytest.fixture
 def redis_server():
     with tempfile.TemporaryDirectory(prefix="h2k-redis-", dir="/tmp") as d:  # short socket path

@@ -13,7 +13,6 @@ to build it ahead of the tests.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +23,7 @@ import tempfile
 import time
 
 from h2k_tasks.appliance import open_session
+from tests.builders.cache import cache_dir, locked
 
 MIRROR = "http://deb.debian.org/debian"
 SUITE = "bookworm"
@@ -86,18 +86,16 @@ def recipe_key() -> str:
     return hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_debian_guest(cache_dir: str | None = None) -> DebianGuest:
+def build_debian_guest() -> DebianGuest:
     """The cached guest, building it first if this machine has none (takes minutes, once)."""
-    cache_dir = cache_dir or os.environ.get("H2K_TEST_CACHE") or os.path.expanduser("~/.cache/h2k-tests")
-    os.makedirs(cache_dir, exist_ok=True)
-    final = os.path.join(cache_dir, f"debian12-vmware-{recipe_key()}")
-    with open(os.path.join(cache_dir, ".debian12.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    cache = str(cache_dir())
+    final = os.path.join(cache, f"debian12-vmware-{recipe_key()}")
+    with locked("debian12"):
         if not os.path.exists(os.path.join(final, "facts.json")):
-            for name in os.listdir(cache_dir):  # left by a build that was killed: we hold the lock
+            for name in os.listdir(cache):  # left by a build that was killed: we hold the lock
                 if name.startswith(".build-debian12-"):
-                    _remove_tree(os.path.join(cache_dir, name))
-            _build_into(cache_dir, final)
+                    _remove_tree(os.path.join(cache, name))
+            _build_into(cache, final)
     with open(os.path.join(final, "facts.json")) as f:
         facts = json.load(f)
     return DebianGuest(vmdk=os.path.join(final, facts.pop("vmdk")), **facts)

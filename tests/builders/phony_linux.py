@@ -19,15 +19,12 @@ from pathlib import Path
 
 from h2k_tasks.appliance import open_session
 from tests.builders import phony_recipes as recipes
+from tests.builders.cache import cache_dir, locked
 
 CALLS_LOG = recipes.CALLS_LOG
 BUSYBOX = "/bin/busybox"
 APPLETS = ["sh", "cp", "rm", "mv", "cat", "sed", "grep", "head", "ls", "basename", "touch", "mkdir"]
 TOOLS_DIR = Path(__file__).with_name("phony_tools")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("H2K_TEST_CACHE", Path.home() / ".cache" / "h2k-tests"))
 
 
 def _recipe_key(recipe: dict) -> str:
@@ -45,18 +42,18 @@ def build_all(names: list[str] | None = None) -> dict[str, list[Path]]:
     names = names or list(recipes.RECIPES)
     wanted = {n: recipes.RECIPES[n]() for n in names}
     out, todo = {}, {}
-    for n, r in wanted.items():
-        d = cache_dir() / f"linux-{n}-{_recipe_key(r)}"
-        out[n] = [d / f"disk{i}.qcow2" for i in range(len(r["disks"]))]
-        if not all(p.exists() for p in out[n]):
-            todo[n] = (r, d)
-    if todo:
-        _build(todo)
+    with locked("phony-linux"):
+        for n, r in wanted.items():
+            d = cache_dir() / f"linux-{n}-{_recipe_key(r)}"
+            out[n] = [d / f"disk{i}.qcow2" for i in range(len(r["disks"]))]
+            if not all(p.exists() for p in out[n]):
+                todo[n] = (r, d)
+        if todo:
+            _build(todo)
     return out
 
 
 def _build(todo: dict) -> None:
-    cache_dir().mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="building-", dir=cache_dir()))
     try:
         _build_in(work, todo)

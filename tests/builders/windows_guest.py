@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 import tempfile
 import uuid
@@ -19,6 +18,7 @@ from pathlib import Path
 import hivex
 
 from h2k_tasks.appliance import open_session
+from tests.builders.cache import cache_dir, locked
 from tests.builders.pe import pe_header_only
 from tests.builders.regf import write_empty_hive
 
@@ -175,12 +175,6 @@ def _recipe(p: WindowsProfile) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def cache_dir() -> Path:
-    d = Path(os.environ.get("H2K_TEST_CACHE", Path.home() / ".cache" / "h2k-tests"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
 def _disk_identity(p: WindowsProfile) -> tuple[bytes, bytes, str | None]:
     """MBR signature, the MountedDevices blob for C:, and the GPT partition GUID (None on MBR)."""
     seed = hashlib.sha256(p.name.encode()).digest()
@@ -231,22 +225,27 @@ def windows_disks(names: list[str]) -> dict[str, Path]:
     """Raw images for the named profiles/variants, building the missing ones in one libguestfs launch."""
     everything = {**PROFILES, **VARIANTS}
     wanted = {n: cache_dir() / f"windows-{n}-{_recipe(everything[n])}.raw" for n in names}
-    missing = [n for n, path in wanted.items() if not path.exists()]
-    if missing:
-        with tempfile.TemporaryDirectory(prefix="h2k-win-build-") as tmp:
-            parts = {}
-            for n in missing:
-                parts[n] = wanted[n].with_suffix(".partial")
-                with open(parts[n], "wb") as f:
-                    f.truncate(DISK_SIZE)
-            g = open_session([(str(parts[n]), "raw") for n in missing], readonly=False).g
-            devices = g.list_devices()
-            for n, dev in zip(missing, devices):
-                work = Path(tmp) / n
-                work.mkdir()
-                _populate(g, dev, everything[n], work)
-            g.shutdown()
-            g.close()
-            for n in missing:
-                parts[n].rename(wanted[n])
+    with locked("windows"):
+        missing = [n for n, path in wanted.items() if not path.exists()]
+        if missing:
+            _build(missing, everything, wanted)
     return wanted
+
+
+def _build(missing: list[str], everything: dict, wanted: dict[str, Path]) -> None:
+    with tempfile.TemporaryDirectory(prefix="h2k-win-build-") as tmp:
+        parts = {}
+        for n in missing:
+            parts[n] = wanted[n].with_suffix(".partial")
+            with open(parts[n], "wb") as f:
+                f.truncate(DISK_SIZE)
+        g = open_session([(str(parts[n]), "raw") for n in missing], readonly=False).g
+        devices = g.list_devices()
+        for n, dev in zip(missing, devices):
+            work = Path(tmp) / n
+            work.mkdir()
+            _populate(g, dev, everything[n], work)
+        g.shutdown()
+        g.close()
+        for n in missing:
+            parts[n].rename(wanted[n])

@@ -9,6 +9,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.builders.cache import locked
+
 HERE = Path(__file__).parent
 GOPATH = "/usr/share/gocode"
 
@@ -24,11 +26,13 @@ def binary() -> Path:
     if not shutil.which("go") or not Path(GOPATH, "src/github.com/vmware/govmomi/simulator").is_dir():
         raise RuntimeError("the vSphere tests need Debian's golang-go and golang-github-vmware-govmomi-dev")
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = exe.with_suffix(".tmp")
-    env = dict(os.environ, GO111MODULE="off", GOPROXY="off", GOFLAGS="", GOPATH=GOPATH,
-               GOCACHE=str(cache / "gocache"))
-    subprocess.run(["go", "build", "-o", str(tmp), str(source)], env=env, check=True, cwd=HERE)
-    tmp.rename(exe)
+    with locked("build", cache):  # concurrent test processes build it once
+        if not exe.exists():
+            tmp = exe.with_suffix(".tmp")
+            env = dict(os.environ, GO111MODULE="off", GOPROXY="off", GOFLAGS="", GOPATH=GOPATH,
+                       GOCACHE=str(cache / "gocache"))
+            subprocess.run(["go", "build", "-o", str(tmp), str(source)], env=env, check=True, cwd=HERE)
+            tmp.rename(exe)
     return exe
 
 
