@@ -115,6 +115,11 @@ class Session:
         self.g.close()
 
 
+def _text(buf: bytes | str) -> str:
+    """An event's buffer: bytes or str, as the bindings' version gives it."""
+    return buf.decode(errors="replace") if isinstance(buf, bytes) else buf
+
+
 def _launch(drives: list[tuple[str, str]], readonly: bool, hv: Hypervisor, accel: Accel, deadline: float,
             alive: Callable[[], bool] | None) -> Session:
     import guestfs
@@ -122,7 +127,7 @@ def _launch(drives: list[tuple[str, str]], readonly: bool, hv: Hypervisor, accel
     g = guestfs.GuestFS(python_return_dict=True)
     session = Session(g, accel, f"h2k.launch={uuid.uuid4().hex}", deque(maxlen=8))
     g.set_event_callback(lambda ev, eh, buf, array: session.console.extend(
-        ln.strip() for ln in buf.decode(errors="replace").splitlines() if ln.strip()), guestfs.EVENT_APPLIANCE)
+        ln.strip() for ln in _text(buf).splitlines() if ln.strip()), guestfs.EVENT_APPLIANCE)
     g.set_backend("direct")
     g.set_backend_settings([f"force_{accel.name}"])
     g.set_hv(hv.path())
