@@ -44,6 +44,9 @@ def test_bls_entries_and_kernel_cmdline(run):
         in guest.read("/etc/default/grub")
 
 
+SETFILES = "setfiles -F -e /proc -e /sys -e /dev -e /run /etc/selinux/targeted/contexts/files/file_contexts /"
+
+
 def test_guest_tools_were_run(run):
     guest, _, _ = run
     assert guest.calls() == [
@@ -51,6 +54,7 @@ def test_guest_tools_were_run(run):
         "rpm -e --nodeps open-vm-tools",
         *[f"dracut --force --no-hostonly /boot/initramfs-{k}.img {k}" for k in KERNELS],
         "grub2-mkconfig -o /boot/grub2/grub.cfg",
+        SETFILES,
         "rpm -qa --qf %{NAME}\\n",  # the second run only asks
     ]
 
@@ -92,13 +96,14 @@ def test_nm_keyfile_matches_any_ethernet(run):
     assert guest.g.statns("/etc/NetworkManager/system-connections/ens192.nmconnection")["st_mode"] & 0o777 == 0o600
 
 
-def test_vmware_tools_removed_and_relabel(run):
+def test_vmware_tools_removed_and_relabelled_offline(run):
     guest, first, _ = run
     g = guest.g
     assert not g.exists("/usr/bin/vmtoolsd")
     assert not g.is_symlink("/etc/systemd/system/multi-user.target.wants/vmtoolsd.service")
-    assert g.exists("/.autorelabel")
-    assert first[-1].path == "/.autorelabel"
+    assert not g.exists("/.autorelabel")  # no relabel-and-reboot at first boot
+    assert first[-1].fixer == "linux.selinux" and first[-1].path == "/usr/sbin/setfiles"
+    assert SETFILES in guest.calls()
     assert {c.kind for c in first} == {"file", "file-removed", "command", "package"}
 
 
