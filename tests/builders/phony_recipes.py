@@ -47,6 +47,7 @@ def _base(systemd_dir: str) -> list:
         ("file", "/etc/hostname", "vmware-guest\n"),
         ("file", "/etc/hosts", "127.0.0.1 localhost\n"),
         ("file", f"{systemd_dir}/systemd", "", 0o755),
+        ("file", "/etc/udev/udev.conf", "#udev_log=info\n"),
     ]
 
 
@@ -132,6 +133,8 @@ def rocky9() -> dict:
          f"[ethernet]\nmac-address={MAC.upper()}\n\n[ipv4]\naddress1=192.0.2.10/24,192.0.2.1\ndns=192.0.2.53;\n"
          "method=manual\n\n[ipv6]\nmethod=disabled\n", 0o600),
         ("file", "/etc/selinux/config", "SELINUX=enforcing\nSELINUXTYPE=targeted\n"),
+        ("file", "/etc/selinux/targeted/contexts/files/file_contexts", "/.*\tsystem_u:object_r:default_t:s0\n"),
+        ("tool", "/usr/sbin/setfiles", "setfiles"),
         ("tool", "/usr/bin/dracut", "dracut"),
         *_grub_tool("/usr/sbin/grub2-mkconfig", "/boot/grub2/grub.cfg"),
         *_rpm_vmtools("/usr/lib/systemd/system"),

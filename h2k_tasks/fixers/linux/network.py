@@ -7,10 +7,11 @@ names, and what refers to a NIC (members, a VLAN's parent) follows it; a VLAN na
 becomes `<new>.<id>` where the format derives its parent from its name (ifcfg, ifupdown).
 Names: with one NIC and nothing virtual on it, NetworkManager keyfiles (no interface-name), netplan
 and systemd-networkd (match driver virtio_net) take any name; ifcfg and ifupdown files, and guests
-with several NICs or virtual interfaces, are renamed to the name KVM's virtio NIC gets:
-`net.ifnames=0` on the command line -> eth<N>; else options["nic_names"] if given; else by
-options["machine"]: "q35" (default) -> enp<N+1>s0, "pc" -> ens<N+3>. Old NICs are ordered as
-ctx.vm.nics lists their MACs, then by name.
+with several NICs or virtual interfaces, are renamed to the name the n-th virtio NIC gets:
+`net.ifnames=0` on the command line -> eth<n>; else options["nic_names"][n] if given; else the name
+on the shipped machine's placement, enp<n+1>s0. An old NIC pinned to the MAC of ctx.vm.nics[n] is
+the n-th; the others take the free positions by name. A udev rule (nicnames.py) then gives the
+virtio NICs those names on any PCI placement and with a new MAC.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import re
 from h2k_tasks.fixers import Change, FixContext
 from h2k_tasks.fixers.guestfiles import listdir, read, remove, rename, write
 from h2k_tasks.fixers.linux import netconfigs as nc
-from h2k_tasks.fixers.linux import netkinds
+from h2k_tasks.fixers.linux import netkinds, nicnames
 
 FIXER = "linux.network"
 RH = "/etc/sysconfig/network-scripts"
@@ -118,19 +119,31 @@ def _cmdline_text(g) -> str:
     return " ".join(read(g, p) or "" for p in paths + listdir(g, "/boot/loader/entries", ".conf"))
 
 
-def plan_names(ctx: FixContext, found: dict[str, str | None]) -> dict[str, str]:
-    """Old name -> name of the virtio NIC that takes its place."""
+def nic_positions(ctx: FixContext, found: dict[str, str | None]) -> dict[str, int]:
+    """Old name -> position of the virtio NIC that takes its place: an old NIC pinned to the MAC of the
+    VM's n-th NIC becomes the n-th virtio NIC; the others take the free positions, in name order."""
     macs = [(n.mac or "").lower() for n in getattr(ctx.vm, "nics", [])]
-    order = sorted(found, key=lambda n: (macs.index(found[n]) if found[n] in macs else len(macs), _natural(n)))
-    if re.search(r"(^|\s|\")net\.ifnames=0\b", _cmdline_text(ctx.g)):
-        new = [f"eth{i}" for i in range(len(order))]
-    elif ctx.options.get("nic_names"):
-        new = list(ctx.options["nic_names"])
-    elif ctx.options.get("machine", "q35") == "pc":
-        new = [f"ens{i + 3}" for i in range(len(order))]
-    else:
-        new = [f"enp{i + 1}s0" for i in range(len(order))]
-    return dict(zip(order, new))
+    out = {old: macs.index(mac) for old, mac in found.items() if mac and mac in macs}
+    if len(set(out.values())) < len(out):  # two configs pinned to one MAC: position by name
+        out = {}
+    free = (n for n in range(len(found) + len(macs)) if n not in out.values())
+    for old in sorted(found, key=_natural):
+        if old not in out:
+            out[old] = next(free)
+    return out
+
+
+def nic_name(ctx: FixContext, n: int) -> str:
+    """The name of the n-th virtio NIC: eth<n> with `net.ifnames=0`, else options["nic_names"][n], else
+    the name the shipped machine's placement gives it (h2k_tasks/machine.py: the n-th NIC on bus n+1)."""
+    if _kernel_names(ctx.g):
+        return f"eth{n}"
+    given = ctx.options.get("nic_names") or []
+    return given[n] if n < len(given) else f"enp{n + 1}s0"
+
+
+def _kernel_names(g) -> bool:
+    return bool(re.search(r"(^|\s|\")net\.ifnames=0\b", _cmdline_text(g)))
 
 
 def _rewrite(ctx: FixContext, path: str, func, *args) -> list[Change]:
@@ -154,7 +167,8 @@ def fix(ctx: FixContext) -> list[Change]:
     kinds = virtual(g)
     virtual_names = kinds[0]
     found = collect(g, kinds)
-    names = plan_names(ctx, found)
+    positions = nic_positions(ctx, found)
+    names = {old: nic_name(ctx, n) for old, n in positions.items()}
     vlans = vlan_renames(virtual_names, names)
     anyname = len(found) == 1 and len(getattr(ctx.vm, "nics", [])) <= 1 and not virtual_names
     for old, new in names.items():
@@ -188,4 +202,20 @@ def fix(ctx: FixContext) -> list[Change]:
         changes += _rewrite(ctx, p, nc.interfaces, names)
     for p in UDEV_RULES:
         changes += remove(ctx, FIXER, p, "pins NIC names to VMware MACs")
-    return changes
+    return changes + _naming_rule(ctx, positions)
+
+
+def _naming_rule(ctx: FixContext, positions: dict[str, int]) -> list[Change]:
+    """The udev rule that gives the virtio NICs these names on any placement (nicnames.py); not with
+    kernel names (eth<N> is the kernel's own namespace), nor in a guest without udev."""
+    g = ctx.g
+    if not positions or _kernel_names(g) or not any(g.is_dir(d) for d in ("/etc/udev", "/lib/udev", "/usr/lib/udev")):
+        return []
+    macs = [n.mac for n in getattr(ctx.vm, "nics", [])]
+    count = max(len(macs), max(positions.values()) + 1)
+    nics = [(nic_name(ctx, n), macs[n] if n < len(macs) else None) for n in range(count)]
+    changes = write(ctx, FIXER, nicnames.SCRIPT, nicnames.script_text(nics), "names the virtio NICs on any placement")
+    g.chmod(0o755, nicnames.SCRIPT)
+    for name, mac in nics:
+        ctx.log.append(f"{FIXER}: virtio NIC {mac or '(new MAC)'} -> {name} on any PCI placement ({nicnames.RULE})")
+    return changes + write(ctx, FIXER, nicnames.RULE, nicnames.rule_text(), "names the virtio NICs on any placement")
