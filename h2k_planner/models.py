@@ -60,7 +60,8 @@ class Disk(Strict):
     bus: Literal["scsi", "sata", "ide", "nvme", "virtio", "unknown"] = "unknown"
     controller: int = 0
     unit: int = 0
-    index: int = Field(0, ge=0, description="position in boot order, 0 boots first")
+    index: int = Field(0, ge=0, description="the disk's number in the VM (its lane d<N> and output file): "
+                                            "bus order, IDE, SATA, SCSI, NVMe, then controller and unit")
     packed: Packed | None = Field(None, description="set when the fetch stage must unpack the source first")
 
 
@@ -81,6 +82,8 @@ class VM(Strict):
     uuid: str | None = None
     disks: list[Disk]
     nics: list[Nic] = Field(default_factory=list)
+    boot_order: list[int] = Field(default_factory=list, description="Disk.index of the disks the source boots "
+                                                                    "from, in its order (empty: it does not say)")
     source: str = Field(description="where the VM was read from: a file path or a URL")
     source_kind: str = Field(description="which source module read it: vmx, ovf, disk, vsphere")
     source_host: str | None = Field(None, description="the host its disks are read through, for the "

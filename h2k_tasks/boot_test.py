@@ -1,9 +1,12 @@
-"""Boot the migrated disks under QEMU, as KVM will, and watch the serial console for proof the OS came up.
+"""Boot the machine a migrated VM ships as under QEMU, as KVM will, and watch the serial console for
+proof the OS came up.
 
-The output disks are never written: each gets a throwaway qcow2 overlay. The guest sees virtio-blk
-disks (or another bus, to compare), a virtio-net NIC on QEMU user networking (whose DHCP server
-hands out 10.0.2.15), its own firmware (SeaBIOS or OVMF), and a serial console written to a file
-that is read as it grows. QEMU runs in its own process group and is always killed at the end, and
+The machine (h2k_tasks/machine.py) is the one its libvirt domain describes: firmware (SeaBIOS or
+OVMF), disks in their boot order on their bus at their PCI addresses, virtio-net NICs with their
+MACs (here on QEMU user networking, whose DHCP server hands out 10.0.2.15), the guest-agent port,
+RNG, balloon and USB. The output disks are never written: each gets a throwaway qcow2 overlay. The
+serial console is written to a file that is read as it grows. The guest may reboot on its way up
+(MAX_REBOOTS times), as it would under libvirt (`on_reboot: restart`). QEMU runs in its own process group and is always killed at the end, and
 with a parent-death signal, so a worker killed outright does not leave it running. The overlays
 live in a scratch directory under `workdir` (the validate stage gives the VM's output directory);
 one that a killed worker left there is removed by the next boot test.
@@ -18,32 +21,36 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Callable, Literal
+from typing import Callable
 
 from pydantic import BaseModel
 
 from h2k_planner.errors import InputError
 from h2k_tasks import atomic, boot_console, qemu_img
 from h2k_tasks.accel import Accel, Hypervisor, host_accel, remember, tcg_instead
+from h2k_tasks.machine import VIDEO_SLOT, Machine, port_address
+from h2k_tasks.outputs.libvirt import GUEST_AGENT
 from h2k_tasks.process import kill_group
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 POLL_SECONDS = 0.5
 SCRATCH_PREFIX = ".h2k-boot-g"  # + the lease generation of the attempt
-Bus = Literal["virtio", "sata", "ide"]
-_MAX_DISKS = {"sata": 6, "ide": 4}
+_MAX_DISKS = {"sata": 6}
+# An SELinux relabel, a kdump or cloud-init setup may reboot a guest on its way up; more than this is a loop.
+MAX_REBOOTS = 3
 Cancel = Callable[[], bool] | threading.Event
 
 
 class BootResult(BaseModel):
     booted: bool
     verdict: str  # login, kernel-panic, initramfs-shell, emergency-shell, bootloader-rescue,
-    #               no-boot-device, timeout, qemu-exited, cancelled
+    #               no-boot-device, reboot-loop, timeout, qemu-exited, cancelled
     #               (and, under KVM only, no-sign-of-life: nothing on the console, see below)
     reason: str  # one line for the report, with the console evidence
     seconds: float  # from QEMU start to the verdict
     seconds_to_login: float | None = None
+    reboots: int = 0  # the guest's own resets on its way up (tolerated up to MAX_REBOOTS)
     dhcp_address: str | None = None  # the QEMU DHCP address the guest printed, proof its network came up
     console_tail: list[str]  # last 50 console lines
     accel: str
@@ -51,22 +58,18 @@ class BootResult(BaseModel):
 
 
 def boot_test(
-    disks: list[str],
-    firmware: Literal["bios", "efi"] = "bios",
+    machine: Machine,
     timeout: float = 600.0,
     cancel: Cancel | None = None,
     *,
-    bus: Bus = "virtio",
-    mac: str | None = None,
-    memory_mib: int = 1024,
-    cpus: int = 1,
     console_log: str | None = None,
     accel: Accel | None = None,
     workdir: str | None = None,
     hv: Hypervisor = Hypervisor(),
     gen: int = 0,
 ) -> BootResult:
-    """Boot `disks` (first one boots) on throwaway overlays; return as soon as a verdict is seen.
+    """Boot `machine` (h2k_tasks/machine.py) on throwaway overlays of its disks; return as soon as a
+    verdict is seen.
 
     `cancel` is an Event or a callable polled twice a second; `console_log`, if given, keeps the
     whole serial console there. The scratch directory, in `workdir` (default: the system's temp
@@ -78,18 +81,18 @@ def boot_test(
     `hv.kvm_deadline`, or ends before printing anything, is killed and the boot retried once under
     TCG; when the firmware does speak under TCG, the host's verdict switches to TCG.
     """
-    if not disks:
+    if not machine.disks:
         raise ValueError("boot_test needs at least one disk")
-    if len(disks) > _MAX_DISKS.get(bus, len(disks)):
-        raise ValueError(f"the {bus} bus takes at most {_MAX_DISKS[bus]} disks")
+    if len(machine.disks) > _MAX_DISKS.get(machine.bus, len(machine.disks)):
+        raise ValueError(f"the {machine.bus} bus takes at most {_MAX_DISKS[machine.bus]} disks")
     accel = accel or host_accel(hv)
     if workdir:
         for dead in atomic.dead_attempts(workdir, SCRATCH_PREFIX, gen):
             shutil.rmtree(dead, ignore_errors=True)
 
     def boot(accel: Accel) -> BootResult:
-        return _boot_once(disks, firmware, timeout, cancel, bus, mac, memory_mib, cpus, console_log, accel,
-                          workdir, gen, hv, hv.kvm_deadline if accel.name == "kvm" else None)
+        return _boot_once(machine, timeout, cancel, console_log, accel, workdir, gen, hv,
+                          hv.kvm_deadline if accel.name == "kvm" else None)
 
     result = boot(accel)
     if result.verdict != "no-sign-of-life":
@@ -101,35 +104,94 @@ def boot_test(
     return retry
 
 
-def _boot_once(disks: list[str], firmware: str, timeout: float, cancel: Cancel | None, bus: Bus, mac: str | None,
-               memory_mib: int, cpus: int, console_log: str | None, accel: Accel, workdir: str | None,
-               gen: int, hv: Hypervisor, sign_of_life: float | None) -> BootResult:
+def qemu_args(m: Machine, overlays: list[str], tmp: str, console: str) -> list[str]:
+    """The QEMU command line (after the binary and the accelerator) for machine `m`, its disks read from
+    `overlays`: the devices, addresses and boot order of its libvirt domain (h2k_tasks/outputs/libvirt.py),
+    with QEMU user networking for the NICs, the serial console written to `console`, the guest-agent
+    port on a null backend, no display, and QMP on stdio (for the guest's resets). `tmp` holds the
+    firmware's files."""
+    args = ["-machine", "q35", "-m", str(m.memory_mib), "-smp", str(m.cpus), "-nodefaults", "-no-user-config",
+            "-display", "none", "-qmp", "stdio", "-serial", f"file:{console}",
+            *_firmware_args(m.firmware.value, tmp),
+            "-device", f"virtio-vga,bus=pcie.0,addr={VIDEO_SLOT:#x}.0x0"]
+    if m.windows:
+        args += ["-rtc", "base=localtime"]
+    for port in range(1, len(m.nics) + len(m.ports) + 1):
+        slot, function = port_address(port)
+        args += ["-device", f"pcie-root-port,id=pci.{port},bus=pcie.0,chassis={port},addr={slot:#x}.{function:#x}"
+                 + (",multifunction=on" if function == 0 else "")]
+    if m.bus == "scsi":
+        args += ["-device", f"virtio-scsi-pci,id=scsi0,bus=pci.{m.ports['scsi']},addr=0x0"]
+    for n, (d, path) in enumerate(zip(m.disks, overlays)):
+        args += ["-drive", f"if=none,id=disk{n},file={path},format=qcow2,cache=unsafe"]
+        device = {"virtio": f"virtio-blk-pci,bus=pci.{m.ports.get(f'disk{n}')},addr=0x0",
+                  "sata": f"ide-hd,bus=ide.{d.unit}",
+                  "scsi": f"scsi-hd,bus=scsi0.0,channel=0,scsi-id=0,lun={d.unit}"}[m.bus]
+        args += ["-device", f"{device},drive=disk{n},bootindex={d.boot_order}"]
+    args += ["-device", f"virtio-serial-pci,id=virtio-serial0,bus=pci.{m.ports['serial']},addr=0x0",
+             "-chardev", "null,id=agent",
+             "-device", f"virtserialport,bus=virtio-serial0.0,chardev=agent,name={GUEST_AGENT}",
+             "-object", "rng-random,id=rng0,filename=/dev/urandom",
+             "-device", f"virtio-rng-pci,rng=rng0,bus=pci.{m.ports['rng']},addr=0x0",
+             "-device", f"virtio-balloon-pci,bus=pci.{m.ports['balloon']},addr=0x0",
+             "-device", f"qemu-xhci,id=usb,bus=pci.{m.ports['usb']},addr=0x0", "-device", "usb-tablet,bus=usb.0"]
+    for n, nic in enumerate(m.nics):
+        args += ["-netdev", f"user,id=net{n}",
+                 "-device", f"virtio-net-pci,netdev=net{n},bus=pci.{nic.port},addr=0x0"
+                 + (f",mac={nic.mac}" if nic.mac else "")]
+    return args
+
+
+def _boot_once(m: Machine, timeout: float, cancel: Cancel | None, console_log: str | None, accel: Accel,
+               workdir: str | None, gen: int, hv: Hypervisor, sign_of_life: float | None) -> BootResult:
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{gen}-", dir=workdir) as tmp:
-        overlays = [_overlay(disk, os.path.join(tmp, f"disk{i}.qcow2")) for i, disk in enumerate(disks)]
+        overlays = [_overlay(d.path, d.format, os.path.join(tmp, f"disk{i}.qcow2")) for i, d in enumerate(m.disks)]
         console = console_log or os.path.join(tmp, "console.log")
         open(console, "wb").close()
         # setpriv: the kernel kills QEMU too if this worker dies without reaching `finally`.
-        # q35 with the NIC behind a PCIe root port, as in the libvirt domain we emit, so the guest
-        # names its NIC as it will on the target (enp1s0).
-        cmd = ["setpriv", "--pdeathsig", "KILL", "--", hv.path(), *accel.qemu_args, "-machine", "q35",
-               "-m", str(memory_mib), "-smp", str(cpus),
-               "-nodefaults", "-no-user-config", "-display", "none", "-vga", "std", "-no-reboot",
-               "-monitor", "none", "-serial", f"file:{console}",
-               *_firmware_args(firmware, tmp), *_disk_args(overlays, bus),
-               "-netdev", "user,id=net0", "-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1",
-               "-device", "virtio-net-pci,netdev=net0,bus=rp1" + (f",mac={mac}" if mac else "")]
+        cmd = ["setpriv", "--pdeathsig", "KILL", "--", hv.path(), *accel.qemu_args, *qemu_args(m, overlays, tmp, console)]
         errfile = os.path.join(tmp, "qemu.err")
         with open(errfile, "wb") as err:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                    start_new_session=True)
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                    start_new_session=True, text=True)
         try:
-            return _watch(proc, console, errfile, timeout, cancel, accel, sign_of_life)
+            resets = _Resets(proc)
+            return _watch(proc, console, errfile, timeout, cancel, accel, sign_of_life, resets)
         finally:
             kill_group(proc)
 
 
+class _Resets:
+    """Counts the guest's own reboots from QEMU's QMP RESET events on its stdout. One reboot may show
+    as several resets (SeaBIOS answers a reset by resetting the machine once more): resets within
+    SAME_REBOOT seconds of the last one counted count with it."""
+
+    SAME_REBOOT = 1.0
+
+    def __init__(self, proc: subprocess.Popen):
+        self.count = 0
+        self._last = float("-inf")
+        proc.stdin.write('{"execute": "qmp_capabilities"}\n')
+        proc.stdin.flush()
+        threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") != "RESET" or not event.get("data", {}).get("guest"):
+                continue
+            stamp = event.get("timestamp", {})
+            at = stamp.get("seconds", 0) + stamp.get("microseconds", 0) / 1e6
+            if at - self._last > self.SAME_REBOOT:
+                self.count += 1
+                self._last = at
+
+
 def _watch(proc: subprocess.Popen, console: str, errfile: str, timeout: float,
-           cancel: Cancel | None, accel: Accel, sign_of_life: float | None) -> BootResult:
+           cancel: Cancel | None, accel: Accel, sign_of_life: float | None, resets: _Resets) -> BootResult:
     start = time.monotonic()
     raw = bytearray()
     with open(console, "rb") as f:
@@ -143,14 +205,19 @@ def _watch(proc: subprocess.Popen, console: str, errfile: str, timeout: float,
             def result(booted: bool, kind: str, reason: str) -> BootResult:
                 return BootResult(
                     booted=booted, verdict=kind, reason=reason, seconds=elapsed,
-                    seconds_to_login=elapsed if booted else None,
+                    seconds_to_login=elapsed if booted else None, reboots=resets.count,
                     dhcp_address=boot_console.dhcp_address(text),
                     console_tail=boot_console.tail(text), accel=accel.name, accel_reason=accel.reason)
 
             if verdict is not None:
                 reason = (f"reached a login prompt after {elapsed:g} s" if verdict.booted
                           else f"{verdict.kind}: {verdict.evidence}")
+                if verdict.booted and resets.count:
+                    reason += f" and {resets.count} reboot(s) of its own"
                 return result(verdict.booted, verdict.kind, reason)
+            if resets.count > MAX_REBOOTS:
+                return result(False, "reboot-loop", f"reboot-loop: the guest rebooted {resets.count} times "
+                                                    f"without reaching a login prompt")
             if sign_of_life is not None and not raw and (exited or elapsed >= sign_of_life):
                 how = f"QEMU ended with status {proc.returncode}" if exited else f"{sign_of_life:g} s passed"
                 return result(False, "no-sign-of-life", f"showed no console output under KVM ({how}): "
@@ -166,20 +233,18 @@ def _watch(proc: subprocess.Popen, console: str, errfile: str, timeout: float,
             time.sleep(POLL_SECONDS)
 
 
-def _overlay(disk: str, path: str) -> str:
+def _overlay(disk: str, fmt: str, path: str) -> str:
+    """A qcow2 overlay on `disk`, read as `fmt` (the format its domain declares)."""
     disk = os.path.abspath(disk)
     if not os.path.isfile(disk):
         raise InputError(disk, "disk to boot does not exist")
     try:
-        info = subprocess.run(["qemu-img", "info", "--output=json", disk], capture_output=True, text=True,
-                              timeout=qemu_img.INFO_TIMEOUT)
-        if info.returncode != 0:
-            raise InputError(disk, f"qemu-img cannot read it: {info.stderr.strip()}")
-        fmt = json.loads(info.stdout)["format"]
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", disk, path],
-                       check=True, capture_output=True, timeout=qemu_img.INFO_TIMEOUT)
+        made = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", disk, path],
+                              capture_output=True, text=True, timeout=qemu_img.INFO_TIMEOUT)
     except subprocess.TimeoutExpired as e:
-        raise InputError(disk, f"{' '.join(e.cmd[:2])} did not answer within {e.timeout:g}s") from None
+        raise InputError(disk, f"qemu-img create did not answer within {e.timeout:g}s") from None
+    if made.returncode != 0:
+        raise InputError(disk, f"qemu-img cannot read it as {fmt}: {made.stderr.strip()}")
     return path
 
 
@@ -196,22 +261,6 @@ def _firmware_args(firmware: str, tmp: str) -> list[str]:
         return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
     raise ValueError(f"unknown firmware {firmware!r}: expected 'bios' or 'efi'")
-
-
-def _disk_args(overlays: list[str], bus: Bus) -> list[str]:
-    args: list[str] = ["-device", "ahci,id=ahci"] if bus == "sata" else []
-    for i, path in enumerate(overlays):
-        args += ["-drive", f"if=none,id=disk{i},file={path},format=qcow2,cache=unsafe"]
-        if bus == "virtio":
-            device = f"virtio-blk-pci,drive=disk{i}"
-        elif bus == "sata":
-            device = f"ide-hd,drive=disk{i},bus=ahci.{i}"
-        elif bus == "ide":
-            device = f"ide-hd,drive=disk{i},bus=ide.{i // 2},unit={i % 2}"
-        else:
-            raise ValueError(f"unknown disk bus {bus!r}")
-        args += ["-device", f"{device},bootindex={i}"]
-    return args
 
 
 def _cancelled(cancel: Cancel | None) -> bool:

@@ -10,6 +10,7 @@ import pytest
 
 from h2k_planner.models import VM, Disk, Firmware, Output, Plan, PlannedVM, Severity
 from h2k_tasks.firmware import CONCERN_ID, firmware_concerns, shipped_firmware, shipped_vm
+from h2k_tasks.machine import BOOT_DISK_CONCERN, boot_sequence
 from h2k_tasks.stages.finalize import finalize_vm
 from h2k_tasks.stages.guest import guest_stage
 from tests.builders import phony_linux
@@ -57,6 +58,38 @@ def test_secure_boot_only_on_uefi():
     assert shipped_vm(vm, {"firmware": None}) is vm
     assert shipped_vm(vm, {"firmware": "bios"}).model_dump(include={"firmware", "secure_boot"}) == \
         {"firmware": Firmware.bios, "secure_boot": False}
+
+
+def test_the_disk_holding_the_os_boots_first_when_it_is_not_first_in_bus_order(images):
+    """A data disk first in bus order (the /boot disk of the two-disk guest: an MBR whose generic loader
+    makes it look bootable too), the Debian guest's disk second: the disk holding / is the boot disk,
+    unless the source names the other one."""
+    data, system = images["lvm2disk"][0], images["debian12"][0]
+    disks = [Disk(source=str(p), format="qcow2", virtual_size=1 << 28, index=i) for i, p in enumerate([data, system])]
+    vm = VM(name="twodisk", source="/t.vmx", source_kind="vmx", disks=disks)
+    drives = [(str(data), "qcow2"), (str(system), "qcow2")]
+    result = guest_stage(vm, drives, None, {})
+    assert result["inspection"]["bootable_disks"] == [0, 1] and result["inspection"]["boot_disk"] == 1
+    assert boot_sequence(vm, result["inspection"]) == [1, 0]
+    declared = vm.model_copy(update={"boot_order": [0]})
+    assert guest_stage(declared, drives, None, {})["inspection"]["boot_disk"] == 0
+
+
+def test_finalize_ships_the_inspected_boot_disk_first(tmp_path):
+    vm = bare_disk_vm("/s.qcow2").model_copy(update={"disks": [
+        Disk(source=f"/s{i}.qcow2", format="qcow2", virtual_size=1 << 28, index=i) for i in range(2)],
+        "boot_order": [0], "source_kind": "vmx"})
+    pvm = PlannedVM(vm=vm, host="local", stages=["guest"], disk_stages=["convert"])
+    plan = Plan(wave="w1", output=Output(directory=str(tmp_path)), vms=[pvm])
+    guest = {"inspection": {"os_type": "linux", "firmware": "bios", "boot_disk": 1}, "changes": [], "notes": []}
+    records = {("d0", "convert"): {"status": "succeeded"}, ("d1", "convert"): {"status": "succeeded"},
+               ("vm", "guest"): {"status": "succeeded", "result": json.dumps(guest)}}
+    out = finalize_vm(plan, pvm, records)
+    dom = ET.parse(out["domain_xml"]).getroot()
+    assert [(d.find("source").get("file").rsplit("-", 1)[-1], d.find("boot").get("order"))
+            for d in dom.findall("devices/disk")] == [("disk0.qcow2", "2"), ("disk1.qcow2", "1")]
+    report = json.load(open(out["report"]))
+    assert [c["id"] for c in report["concerns"]] == [BOOT_DISK_CONCERN]
 
 
 def test_finalize_ships_the_inspected_firmware(tmp_path):

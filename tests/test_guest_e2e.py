@@ -7,8 +7,14 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
+
+from h2k_tasks import boot_console
+from h2k_tasks.accel import host_accel
+from h2k_tasks.fixers.linux import nicnames
+from h2k_tasks.process import kill_group
 
 from tests.builders.debian_guest import build_debian_guest
 from tests.builders.virtio_win import fake_virtio_win
@@ -41,9 +47,41 @@ def test_real_debian_guest_boots_on_virtio_after_migration(tmp_path):
     assert boot["booted"] and boot["verdict"] == "login", boot["console_tail"]
     assert boot["dhcp_address"] and boot["dhcp_address"].startswith("10.0.2."), boot["console_tail"]
     changed = {c["path"] for c in report["changes"]}
-    assert {"/etc/fstab", "/boot/grub/grub.cfg", "/etc/network/interfaces"} <= changed
+    assert {"/etc/fstab", "/boot/grub/grub.cfg", "/etc/network/interfaces", nicnames.RULE} <= changed
     assert any(c["fixer"] == "linux.initramfs" for c in report["changes"])
     assert report["inspection"]["distro"] == "debian" and report["inspection"]["linux"]["init"] == "systemd"
+    assert boot["machine"]["nics"] == [{"mac": guest.mac, "port": 1}] and boot["reboots"] == 0
+
+    # The same output on another placement (QEMU's default `pc` machine, the NIC at 00:03.0, where its
+    # predictable name would be ens3) and with a new MAC: the udev rule still names it as its config says.
+    output = report["outputs"][0]["path"]
+    text = _boot_elsewhere(output, tmp_path / "elsewhere", timeout=900)
+    assert boot_console.classify(text) is not None and boot_console.classify(text).kind == "login", text[-3000:]
+    assert (boot_console.dhcp_address(text) or "").startswith("10.0.2."), text[-3000:]
+
+
+def _boot_elsewhere(disk: str, work, timeout: float) -> str:
+    """Boot `disk` (on an overlay) under plain QEMU defaults with a new MAC; the console text at the verdict."""
+    work.mkdir()
+    overlay, console = work / "overlay.qcow2", work / "console.log"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", disk, str(overlay)], check=True)
+    accel = host_accel()
+    proc = subprocess.Popen(["qemu-system-x86_64", *accel.qemu_args, "-machine", "pc", "-m", "1024", "-nodefaults",
+                             "-display", "none", "-serial", f"file:{console}",
+                             "-drive", f"file={overlay},format=qcow2,if=virtio",
+                             "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:4b:32:01"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    text = ""
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            text = boot_console.clean(console.read_bytes().decode("utf-8", "replace")) if console.exists() else ""
+            if boot_console.classify(text):
+                return text
+            time.sleep(1)
+        return text
+    finally:
+        kill_group(proc)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import pytest
 from h2k_tasks import accel
 from h2k_tasks.accel import Hypervisor, host_accel
 from h2k_tasks.boot_test import boot_test
+from h2k_tasks.machine import plain
 from tests.builders.vmware import build_demo_vm
 from tests.support import h2k, processes_with
 
@@ -59,7 +60,7 @@ def test_boot_test_falls_back_to_tcg_when_kvm_hangs_after_the_probe(half_broken_
     assert host_accel(half_broken_kvm).name == "kvm"  # the probe is fooled, as on a half-broken host
     blank = tmp_path / "blank.raw"
     blank.write_bytes(b"\0" * 2**20)  # SeaBIOS says "No bootable device." on its console
-    result = boot_test([str(blank)], "bios", timeout=120, hv=half_broken_kvm, workdir=str(tmp_path))
+    result = boot_test(plain([(str(blank), "raw")]), timeout=120, hv=half_broken_kvm, workdir=str(tmp_path))
     assert result.verdict == "no-boot-device", result
     assert result.accel == "tcg"
     assert result.accel_reason.startswith("KVM passed the probe, then a boot test showed no console output "
@@ -67,7 +68,7 @@ def test_boot_test_falls_back_to_tcg_when_kvm_hangs_after_the_probe(half_broken_
     verdict = _verdict(half_broken_kvm)
     assert verdict["name"] == "tcg" and verdict["reason"] == result.accel_reason
     # The host is on TCG now: the next boot does not wait for KVM again.
-    again = boot_test([str(blank)], "bios", timeout=120, hv=half_broken_kvm, workdir=str(tmp_path))
+    again = boot_test(plain([(str(blank), "raw")]), timeout=120, hv=half_broken_kvm, workdir=str(tmp_path))
     assert again.verdict == "no-boot-device" and again.accel == "tcg" and again.seconds < KVM_DEADLINE
     assert not processes_with(str(tmp_path), "qemu")
 

@@ -84,3 +84,11 @@ def test_errors_name_the_problem(vm_dir, text, problem):
 
 def test_parse_keeps_unquoted_values(vm_dir):
     assert parse_vmx(write(vm_dir, "a.b = TRUE\nC = \"x y\"\n", name="kv.vmx")) == {"a.b": "TRUE", "c": "x y"}
+
+
+def test_bios_hdd_order_names_the_boot_disks(vm_dir):
+    disks = ('scsi0.present = "TRUE"\nscsi0:0.present = "TRUE"\nscsi0:0.fileName = "base.vmdk"\n'
+             'sata0.present = "TRUE"\nsata0:0.present = "TRUE"\nsata0:0.fileName = "base.vmdk"\n')
+    vm = load_vmx(write(vm_dir, HEADER + disks + 'bios.bootOrder = "hdd,cdrom"\nbios.hddOrder = "SATA0:0,scsi0:0,nvme9:9"\n'))
+    assert [(d.bus, d.index) for d in vm.disks] == [("scsi", 0), ("sata", 1)] and vm.boot_order == [1, 0]
+    assert load_vmx(write(vm_dir, HEADER + disks, name="u.vmx")).boot_order == []

@@ -57,6 +57,7 @@ class System:
     devices: list[Device] = field(default_factory=list)
     extra: dict[str, str] = field(default_factory=dict)
     macs: list[str | None] = field(default_factory=list)  # a VirtualBox machine's adapters' MACs, by slot
+    boot_order: list[str] = field(default_factory=list)  # InstanceIDs of the disks vmw:BootOrderSection names
 
 
 @dataclass
@@ -180,6 +181,9 @@ def _system(path: str, vs: Element) -> System:
                 units=_text(item, "AllocationUnits")))
         for cfg in _children(hw, "Config"):
             system.extra[_attr(cfg, "key").lower()] = _attr(cfg, "value")
+    for boot in _children(vs, "BootOrderSection"):  # VMware's: one per bootable device, in boot order
+        if _attr(boot, "type").lower() == "disk" and _attr(boot, "instanceId"):
+            system.boot_order.append(_attr(boot, "instanceId"))
     for machine in _children(vs, "Machine"):
         _vbox_machine(path, machine, system)
     return system

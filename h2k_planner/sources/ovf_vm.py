@@ -231,11 +231,13 @@ def _vm(path: str, env: Envelope, system: System, container: Container, located:
             continue
         bus, ctl = controllers.get(dev.parent, ("unknown", 0))
         unit = int(dev.address_on_parent) if dev.address_on_parent.isdigit() else 0
-        slots.append((_BOOT_ORDER[bus], ctl, unit, bus, ref, capacity))
+        slots.append((_BOOT_ORDER[bus], ctl, unit, bus, ref, capacity, dev.instance))
     if not slots:
         raise InputError(path, f"VirtualSystem {system.name!r} has no disks with content")
     disks = []
-    for index, (_, ctl, unit, bus, ref, capacity) in enumerate(sorted(slots, key=lambda s: s[:3])):
+    slots.sort(key=lambda s: s[:3])
+    instances = {s[6]: index for index, s in enumerate(slots)}
+    for index, (_, ctl, unit, bus, ref, capacity, _) in enumerate(slots):
         placement = {"bus": bus, "controller": ctl, "unit": unit, "index": index}
         if located[ref.id] is None:
             raise InputError(container.source, f"references {ref.href}, {container.absent}")
@@ -260,4 +262,5 @@ def _vm(path: str, env: Envelope, system: System, container: Container, located:
         guest_os=system.os_type, cpus=max(1, cpus[0] if cpus else 1),
         memory_mib=max(1, (memory[0] if memory else 2**30) // 2**20),
         disks=disks, nics=nics, source=container.source, source_kind=kind, concerns=concerns,
+        boot_order=[instances[i] for i in system.boot_order if i in instances],
     )

@@ -89,7 +89,8 @@ def load_vmx(path: str, allow: tuple[str, ...] = ()) -> VM:
         raise InputError(path, "names no hard disks")
     disks = []
     concerns: list[Concern] = []
-    for index, (_, ctl, unit, bus, name, dev) in enumerate(sorted(slots)):
+    slots.sort()
+    for index, (_, ctl, unit, bus, name, dev) in enumerate(slots):
         disk_path = scope.resolve(name, base, path)
         disks.append(vmdk_disk(disk_path, scope, bus=bus, controller=ctl, unit=unit, index=index))
         if pairs.get(f"{dev}.sharing", "").lower() == "multi-writer" or \
@@ -125,10 +126,17 @@ def load_vmx(path: str, allow: tuple[str, ...] = ()) -> VM:
         uuid=_uuid(pairs.get("uuid.bios")),
         disks=disks,
         nics=_nics(path, pairs),
+        boot_order=_hdd_order(pairs, [s[5].lower() for s in slots]),
         source=path,
         source_kind="vmx",
         concerns=concerns,
     )
+
+
+def _hdd_order(pairs: dict[str, str], devices: list[str]) -> list[int]:
+    """`bios.hddOrder` ("scsi0:1,sata0:0"): the disks the BIOS tries, in order, as indexes into `devices`."""
+    named = [d.strip().lower() for d in pairs.get("bios.hddorder", "").split(",")]
+    return list(dict.fromkeys(devices.index(d) for d in named if d in devices))
 
 
 def _uuid(value: str | None) -> str | None:

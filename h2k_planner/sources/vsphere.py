@@ -127,6 +127,7 @@ def to_vm(record: VsphereVM, endpoint: Endpoint) -> VM:
                     controller=d.controller, unit=d.unit, index=i)
                for i, d in enumerate(record.disks)],
         nics=[Nic(mac=n.mac, model=n.type, network=n.network, name=n.label) for n in record.nics],
+        boot_order=record.boot_disks,
         source=f"{endpoint.url}?moref={record.moref}",
         source_kind="vsphere",
         source_host=f"esx:{record.esx_host}" if record.esx_host else None,

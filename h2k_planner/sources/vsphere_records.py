@@ -13,7 +13,7 @@ from pyVmomi import vim
 # Every property one RetrievePropertiesEx asks for, per VM.
 VM_PROPERTIES = [
     "name", "parent", "runtime.powerState", "config.guestId", "config.firmware",
-    "config.bootOptions.efiSecureBootEnabled", "config.hardware.numCPU", "config.hardware.memoryMB",
+    "config.bootOptions.efiSecureBootEnabled", "config.bootOptions.bootOrder", "config.hardware.numCPU", "config.hardware.memoryMB",
     "config.hardware.device", "config.uuid", "config.changeTrackingEnabled", "config.keyId",
     "config.template", "snapshot", "runtime.host",
 ]
@@ -71,6 +71,8 @@ class VsphereVM(BaseModel):
     template: bool
     disks: list[VsphereDisk]
     nics: list[VsphereNic]
+    boot_disks: list[int] = Field(default_factory=list, description="positions in `disks` of the disks "
+                                                                    "config.bootOptions.bootOrder names, in order")
     snapshots: list[str] = Field(description="snapshot names, depth first")
     cbt: bool
     encrypted: bool
@@ -89,6 +91,9 @@ def decode_vm(moref: str, props: dict[str, Any], folders: dict[str, str],
     controllers = {d.key: d for d in devices if isinstance(d, vim.vm.device.VirtualController)}
     parent = props.get("parent")
     host = props.get("runtime.host")
+    disk_keys = [d.key for d in devices if isinstance(d, vim.vm.device.VirtualDisk)]
+    boot_keys = [b.deviceKey for b in props.get("config.bootOptions.bootOrder") or []
+                 if isinstance(b, vim.vm.BootOptions.BootableDiskDevice)]
     return VsphereVM(
         moref=moref,
         name=props["name"],
@@ -104,6 +109,7 @@ def decode_vm(moref: str, props: dict[str, Any], folders: dict[str, str],
         template=bool(props.get("config.template")),
         disks=[_disk(d, controllers) for d in devices if isinstance(d, vim.vm.device.VirtualDisk)],
         nics=[_nic(d, portgroups) for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard)],
+        boot_disks=[disk_keys.index(k) for k in boot_keys if k in disk_keys],
         snapshots=_snapshot_names(props.get("snapshot")),
         cbt=bool(props.get("config.changeTrackingEnabled")),
         encrypted=props.get("config.keyId") is not None,

@@ -7,6 +7,7 @@ import os
 from h2k_planner.models import Plan, PlannedVM
 from h2k_tasks import atomic
 from h2k_tasks.firmware import firmware_concerns, shipped_vm
+from h2k_tasks.machine import boot_disk_concerns, shipped_machine
 from h2k_tasks.outputs.libvirt import domain_xml
 from h2k_tasks.stages import output_path, vm_dir
 from h2k_tasks.state import decode
@@ -60,8 +61,8 @@ def build_report(plan: Plan, pvm: PlannedVM, records: dict[tuple[str, str], dict
         "source": {"path": vm.source, "kind": vm.source_kind},
         "hardware": vm.model_dump(include={"firmware", "secure_boot", "guest_os", "cpus", "memory_mib", "uuid", "nics"},
                                   mode="json"),
-        "concerns": [c.model_dump(mode="json")
-                     for c in vm.concerns + firmware_concerns(pvm.vm, guest.get("inspection"))],
+        "concerns": [c.model_dump(mode="json") for c in vm.concerns + firmware_concerns(pvm.vm, guest.get("inspection"))
+                     + boot_disk_concerns(pvm.vm, guest.get("inspection"))],
         "stages": stage_rows(pvm, records),
         "inspection": guest.get("inspection"),
         "changes": guest.get("changes", []),
@@ -80,23 +81,17 @@ def build_report(plan: Plan, pvm: PlannedVM, records: dict[tuple[str, str], dict
     }
 
 
-def is_windows(vm, inspection: dict | None) -> bool:
-    """Windows by the guest stage's inspection, else (no OS inspected) by the descriptor's guest OS."""
-    os_type = (inspection or {}).get("os_type", "unknown")
-    return os_type == "windows" if os_type != "unknown" else vm.guest_os.lower().startswith("win")
-
-
 def finalize_vm(plan: Plan, pvm: PlannedVM, records: dict[tuple[str, str], dict]) -> dict:
     report = build_report(plan, pvm, records)
     directory = vm_dir(plan.output, pvm.vm)
     os.makedirs(directory, exist_ok=True)
     if report["status"] == "succeeded":
         disks = [(output_path(plan.output, pvm.vm, d), plan.output.format) for d in pvm.vm.disks]
-        vm, windows = shipped_vm(pvm.vm, report["inspection"]), is_windows(pvm.vm, report["inspection"])
-        atomic.write_atomic(report["domain_xml"], domain_xml(vm, disks, windows=windows))
+        inspection = report["inspection"]
+        atomic.write_atomic(report["domain_xml"], domain_xml(shipped_machine(pvm.vm, inspection, disks)))
         if report["first_boot_domain_xml"]:
             atomic.write_atomic(report["first_boot_domain_xml"],
-                                domain_xml(vm, disks, disk_bus="sata", windows=windows))
+                                domain_xml(shipped_machine(pvm.vm, inspection, disks, bus="sata")))
     atomic.write_atomic(os.path.join(directory, "report.json"), json.dumps(report, indent=2) + "\n")
     return {"report": os.path.join(directory, "report.json"), "status": report["status"],
             "domain_xml": report["domain_xml"], "first_boot_domain_xml": report["first_boot_domain_xml"]}

@@ -28,6 +28,7 @@ from h2k_tasks.fixers.windows import fix_windows
 from h2k_tasks.fixers.windows.undo import undo_reg
 from h2k_tasks.inspect_linux import inspect_linux
 from h2k_tasks.inspect_windows import inspect_windows
+from h2k_tasks.machine import choose_boot_disk
 from h2k_tasks.process import Interrupted
 from h2k_tasks.stages import StageFailed
 
@@ -40,15 +41,38 @@ QEMU_IMG_TIMEOUT = 300.0  # creating an overlay is instant; a stuck NFS mount is
 NO_OS_NOTE = "no operating system found on the disks"
 
 
-def detect_firmware(g) -> str | None:
-    """What the boot disk boots: 'efi' for an EFI System Partition holding a loader and no BIOS boot
-    code, 'bios' for BIOS boot code and no such ESP, None when it shows both or neither."""
-    dev = g.list_devices()[0]
+def detect_boot(g, vm: VM, mountpoints: dict[str, str] | None = None) -> dict:
+    """Which disk boots and what: `bootable_disks` (positions in `vm.disks`) hold BIOS boot code or an
+    EFI System Partition with a loader; `boot_disk` is the one that boots (h2k_tasks.machine.choose_boot_disk,
+    given the disk holding the OS's /boot, else /, by `mountpoints`); `firmware` is 'efi' when it has such
+    an ESP and no BIOS boot code, 'bios' for the reverse, None when it shows both or neither."""
+    devices = g.list_devices()
+    kinds = [_boots(g, dev) for dev in devices]
+    bootable = [i for i, (efi, bios) in enumerate(kinds) if efi or bios]
+    mp = mountpoints or {}
+    boot = choose_boot_disk(vm, bootable, _disk_of(g, mp.get("/boot") or mp.get("/"), devices))
+    efi, bios = kinds[boot] if boot is not None else (False, False)
+    return {"firmware": None if efi == bios else ("efi" if efi else "bios"), "boot_disk": boot,
+            "bootable_disks": bootable}
+
+
+def _disk_of(g, device: str | None, devices: list[str]) -> int | None:
+    """Position of the disk holding partition or disk `device`; None for anything else (an LV, md)."""
+    if not device:
+        return None
+    try:
+        return devices.index(g.part_to_dev(device))
+    except (RuntimeError, ValueError):
+        return devices.index(device) if device in devices else None
+
+
+def _boots(g, dev: str) -> tuple[bool, bool]:
+    """(an EFI System Partition with a loader, BIOS boot code) on disk `dev`."""
     try:
         table = g.part_get_parttype(dev)
         parts = [p["part_num"] for p in g.part_list(dev)]
     except RuntimeError:
-        return None
+        return False, False
     if table == "gpt":
         types = {n: g.part_get_gpt_type(dev, n).upper() for n in parts}
         esps = [n for n in parts if types[n] == ESP_GUID]
@@ -56,8 +80,7 @@ def detect_firmware(g) -> str | None:
     else:
         esps = [n for n in parts if n <= 4 and g.part_get_mbr_id(dev, n) == ESP_MBR_ID]
         bios = _boot_code(g, dev)
-    efi = any(_has_efi_loader(g, f"{dev}{n}") for n in esps)
-    return None if efi == bios else ("efi" if efi else "bios")
+    return any(_has_efi_loader(g, f"{dev}{n}") for n in esps), bios
 
 
 def _boot_code(g, dev: str) -> bool:
@@ -76,10 +99,10 @@ def _has_efi_loader(g, part: str) -> bool:
         g.umount("/")
 
 
-def inspect(g) -> dict:
+def inspect(g, vm: VM) -> dict:
     roots = g.inspect_os()
     if not roots:
-        return {"os_type": "unknown", "firmware": detect_firmware(g), "roots": []}
+        return {"os_type": "unknown", "roots": []} | detect_boot(g, vm)
     if len(roots) > 1:
         raise StageFailed(f"multi-boot guest: {len(roots)} operating systems found ({', '.join(roots)})")
     root = roots[0]
@@ -92,9 +115,8 @@ def inspect(g) -> dict:
         "hostname": g.inspect_get_hostname(root),
         "package_format": g.inspect_get_package_format(root),
         "root": root,
-        "mountpoints": dict(sorted(g.inspect_get_mountpoints(root).items())),
-        "firmware": detect_firmware(g),
-    }
+        "mountpoints": (mountpoints := dict(sorted(g.inspect_get_mountpoints(root).items()))),
+    } | detect_boot(g, vm, mountpoints)
 
 
 def _mount(g, mountpoints: dict[str, str], readonly: bool) -> None:
@@ -163,7 +185,7 @@ def guest_stage(vm: VM, disks: list[tuple[str, str]], vm_dir: str | None, option
         g = session.g
         try:
             with session.watch(timeout, alive) as watch:
-                info = inspect(g)
+                info = inspect(g, vm)
                 changes, notes, facts = (_fix(g, info, shipped_vm(vm, info), options) if info["os_type"] != "unknown"
                                          else ([], [NO_OS_NOTE], {}))
                 g.umount_all()

@@ -1,6 +1,7 @@
 """validate: the final outputs, after the guest fixes, are sound images of the right size, and
-the guest boots from them: QEMU on throwaway overlays, virtio disk and NIC, the guest's firmware,
-and the serial console watched for a login prompt (see h2k_tasks/boot_test.py)."""
+the guest boots from them: QEMU on throwaway overlays runs the machine the domain XML describes
+(h2k_tasks/machine.py; memory and CPUs capped), and the serial console is watched for a login prompt
+(see h2k_tasks/boot_test.py)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,7 @@ from typing import Callable
 from h2k_planner.models import Output, PlannedVM
 from h2k_tasks.accel import Hypervisor
 from h2k_tasks.boot_test import boot_test
-from h2k_tasks.firmware import shipped_firmware
+from h2k_tasks.machine import for_test, shipped_machine
 from h2k_tasks.stages import StageFailed
 from h2k_tasks.stages.verify import check_output, sha256_file
 
@@ -32,11 +33,10 @@ def validate_vm(pvm: PlannedVM, output: Output, outputs: list[str], inspection: 
         return {"checks": checks, "boot": None, "boot_note": note}
     if not inspection.get("linux", {}).get("kernels", [None]):
         raise StageFailed("boot test: the guest has no kernel installed", details={"checks": checks, "boot": None})
-    firmware = shipped_firmware(vm, inspection).value
-    result = boot_test(outputs, firmware=firmware, timeout=pvm.boot_timeout, cancel=lambda: not alive(),
-                       mac=next((n.mac for n in vm.nics if n.mac), None), memory_mib=max(vm.memory_mib, 512),
+    machine, capped = for_test(shipped_machine(vm, inspection, [(path, output.format) for path in outputs]))
+    result = boot_test(machine, timeout=pvm.boot_timeout, cancel=lambda: not alive(),
                        console_log=os.path.join(vm_dir, "console.log"), workdir=vm_dir, hv=hv, gen=gen)
-    boot = result.model_dump()
+    boot = result.model_dump() | {"machine": machine.model_dump(mode="json"), "notes": capped}
     if not result.booted and result.verdict != "cancelled":
         raise StageFailed(f"boot test: {result.verdict}: {result.reason}", details={"checks": checks, "boot": boot})
     return {"checks": checks, "boot": boot}

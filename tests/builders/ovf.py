@@ -13,8 +13,9 @@ NIC_MAC = "00:50:56:aa:bb:01"
 
 
 def ovf_xml(name: str, disks: list[tuple[str, int, bool]], firmware: str = "bios", mac: str = NIC_MAC,
-            secure_boot: bool = False) -> str:
-    """An OVF 1.0 envelope for `disks` given as (file name, capacity in bytes, gzip'd)."""
+            secure_boot: bool = False, boot_order: tuple[int, ...] = ()) -> str:
+    """An OVF 1.0 envelope for `disks` given as (file name, capacity in bytes, gzip'd); `boot_order`:
+    disk numbers VMware's vmw:BootOrderSection lists, in order."""
     files = "".join(
         f'<File ovf:id="file{n}" ovf:href="{href}"' + (' ovf:compression="gzip"' if gz else "") + "/>"
         for n, (href, _, gz) in enumerate(disks))
@@ -30,6 +31,8 @@ def ovf_xml(name: str, disks: list[tuple[str, int, bool]], firmware: str = "bios
     extra = f'<vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="{firmware}"/>'
     if secure_boot:
         extra += '<vmw:Config ovf:required="false" vmw:key="uefi.secureBoot.enabled" vmw:value="true"/>'
+    boot = "".join(f'<vmw:BootOrderSection vmw:instanceId="{10 + n}" vmw:type="disk"><Info>Virtual hardware device '
+                   "boot order</Info></vmw:BootOrderSection>" for n in boot_order)
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <Envelope vmw:buildId="build-1" xmlns="http://schemas.dmtf.org/ovf/envelope/1"
  xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
@@ -40,7 +43,7 @@ def ovf_xml(name: str, disks: list[tuple[str, int, bool]], firmware: str = "bios
   <DiskSection><Info>Virtual disk information</Info>{disk_defs}</DiskSection>
   <NetworkSection><Info>networks</Info><Network ovf:name="VM Network"/></NetworkSection>
   <VirtualSystem ovf:id="{name}">
-    <Info>A virtual machine</Info><Name>{name}</Name>
+    <Info>A virtual machine</Info><Name>{name}</Name>{boot}
     <OperatingSystemSection ovf:id="96" vmw:osType="debian12_64Guest"><Info>OS</Info></OperatingSystemSection>
     <VirtualHardwareSection><Info>hardware</Info>
       <Item><rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits><rasd:ElementName>2 CPUs</rasd:ElementName>
