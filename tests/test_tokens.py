@@ -29,7 +29,7 @@ def test_a_lane_is_over_when_done_in_this_run_or_ended_badly():
     assert in_flight(True, False, False, [done1], 1)  # a live lease wins: a worker runs it now
     assert in_flight(False, True, True, [{"status": "pending"}], 1)
     assert not in_flight(False, False, True, [{"status": "pending"}], 1)  # its wave is over
-    assert not in_flight(False, True, False, [{"status": "pending"}], 1)  # not sent in this run
+    assert not in_flight(False, True, False, [{"status": "pending"}], 1)  # never sent
 
 
 def test_acquire_takes_all_or_none_and_records_the_lane_sent(state):
@@ -82,3 +82,22 @@ def test_the_reconciler_frees_what_is_not_in_flight(state, tmp_path):
     state.finish(fetch_a, 1, "succeeded")
     assert free_stale(state) == [f"{wave}/a/d0"] and state.holders() == {}
     assert {e.get("why") for e in state.log(wave) if e["event"] == "release"} == {"reconciled"}
+
+
+def test_an_older_runs_lane_between_two_stages_keeps_its_token_after_a_resume(state, tmp_path):
+    """Run 1's lane finished its fetch and has not claimed its convert yet (no lease at this moment);
+    a resume has started run 2, whose driver has not sent the lane again yet: the chain is in flight."""
+    wave = _wave(state, tmp_path)
+    assert state.acquire(wave, f"{wave}/a/d0", f"{wave}/a/d0#1", {"host:h": 1})
+    fetch = StageRef(wave, "a", "d0", "fetch")
+    _, gen = state.claim(fetch, "h", "w", ttl=30, run=1)
+    state.finish(fetch, gen, "succeeded")
+    state.start_runs(wave, ["a"])  # the resume: run 2
+    assert free_stale(state) == [] and state.holders() == {f"{wave}/a/d0": ["host:h"]}
+    for stage in ("convert", "verify"):  # the old chain ends; done in run 1, not in run 2, which sends it again
+        ref = StageRef(wave, "a", "d0", stage)
+        _, gen = state.claim(ref, "h", "w", ttl=30, run=1)
+        state.finish(ref, gen, "succeeded")
+    assert free_stale(state) == []
+    state.set_wave_field(wave, status="finished")
+    assert free_stale(state) == [f"{wave}/a/d0"]
