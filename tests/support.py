@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,10 @@ from dataclasses import dataclass, field
 
 import redis
 
+from h2k_tasks import boot_console
+from h2k_tasks.accel import host_accel
+from h2k_tasks.boot_test import OVMF_CODE, OVMF_VARS
+from h2k_tasks.process import kill_group
 from h2k_tasks.settings import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,3 +136,40 @@ def sha256(path: str) -> str:
         while chunk := f.read(1 << 22):
             h.update(chunk)
     return h.hexdigest()
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def boot_on_qemu_defaults(disk: str, work, timeout: float, firmware: str = "bios") -> str:
+    """Boot qcow2 `disk` (on an overlay in new directory `work`) the way a plain QEMU command line would
+    place it: the `pc` machine, the disk and a virtio NIC with a new MAC in QEMU's default PCI slots
+    (the NIC at 00:03.0); the serial console's text once it shows a verdict (or at `timeout`)."""
+    work.mkdir()
+    overlay, console = work / "overlay.qcow2", work / "console.log"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", disk, str(overlay)], check=True)
+    pflash = []
+    if firmware == "efi":
+        shutil.copyfile(OVMF_VARS, work / "vars.fd")
+        pflash = ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                  "-drive", f"if=pflash,format=raw,unit=1,file={work / 'vars.fd'}"]
+    proc = subprocess.Popen(["qemu-system-x86_64", *host_accel().qemu_args, "-machine", "pc", "-m", "1024",
+                             "-nodefaults", "-display", "none", "-serial", f"file:{console}", *pflash,
+                             "-drive", f"file={overlay},format=qcow2,if=virtio",
+                             "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:4b:32:01"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    text = ""
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            text = boot_console.clean(console.read_bytes().decode("utf-8", "replace")) if console.exists() else ""
+            if boot_console.classify(text):
+                return text
+            time.sleep(1)
+        return text
+    finally:
+        kill_group(proc)

@@ -4,84 +4,106 @@ its outputs exactly as converted."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import time
 
 import pytest
 
 from h2k_tasks import boot_console
-from h2k_tasks.accel import host_accel
+from h2k_tasks.appliance import open_session
+from h2k_tasks.boot_test import boot_test
 from h2k_tasks.fixers.linux import nicnames
-from h2k_tasks.process import kill_group
+from h2k_tasks.machine import Machine
 
 from tests.builders.debian_guest import build_debian_guest
 from tests.builders.virtio_win import fake_virtio_win
 from tests.builders.vmware import write_vmx
 from tests.builders.windows_guest import windows_disks
-from tests.support import h2k, sha256
+from tests.support import boot_on_qemu_defaults, h2k, link_or_copy, sha256
 
 pytestmark = pytest.mark.slow
 
 
-def link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
 
 
-
-
-def test_real_debian_guest_boots_on_virtio_after_migration(tmp_path):
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory):
+    """The real Debian VMware guest after `h2k migrate` of its VMX: (guest, report)."""
+    tmp = tmp_path_factory.mktemp("deb12")
     guest = build_debian_guest()
-    src = tmp_path / "src"
+    src = tmp / "src"
     src.mkdir()
     link_or_copy(guest.vmdk, str(src / "deb12.vmdk"))
     write_vmx(str(src / "deb12.vmx"), "deb12", [("scsi", 0, 0, "deb12.vmdk")], guest.mac, memsize=1024)
-    res = h2k("migrate", str(src / "deb12.vmx"), "-o", str(tmp_path / "out"), "--json", timeout=2400)
-    report = json.load(open(tmp_path / "out" / "deb12" / "report.json"))
+    res = h2k("migrate", str(src / "deb12.vmx"), "-o", str(tmp / "out"), "--json", timeout=2400)
+    report = json.load(open(tmp / "out" / "deb12" / "report.json"))
     assert res.returncode == 0, (res.stderr, report["errors"])
+    return guest, report
+
+
+def test_real_debian_guest_boots_on_virtio_after_migration(migrated):
+    guest, report = migrated
     boot = report["validation"]["boot"]
     assert boot["booted"] and boot["verdict"] == "login", boot["console_tail"]
     assert boot["dhcp_address"] and boot["dhcp_address"].startswith("10.0.2."), boot["console_tail"]
     changed = {c["path"] for c in report["changes"]}
-    assert {"/etc/fstab", "/boot/grub/grub.cfg", "/etc/network/interfaces", nicnames.RULE} <= changed
+    assert {"/etc/fstab", "/boot/grub/grub.cfg", "/etc/network/interfaces", "/etc/default/grub", nicnames.RULE} <= changed
     assert any(c["fixer"] == "linux.initramfs" for c in report["changes"])
     assert report["inspection"]["distro"] == "debian" and report["inspection"]["linux"]["init"] == "systemd"
     assert boot["machine"]["nics"] == [{"mac": guest.mac, "port": 1}] and boot["reboots"] == 0
 
-    # The same output on another placement (QEMU's default `pc` machine, the NIC at 00:03.0, where its
-    # predictable name would be ens3) and with a new MAC: the udev rule still names it as its config says.
-    output = report["outputs"][0]["path"]
-    text = _boot_elsewhere(output, tmp_path / "elsewhere", timeout=900)
+
+def test_real_debian_guest_gets_its_address_on_another_placement_with_a_new_mac(migrated, tmp_path):
+    """QEMU's default `pc` machine puts the NIC at 00:03.0, where its predictable name would be ens3:
+    the udev rule still names it as its config says."""
+    output = migrated[1]["outputs"][0]["path"]
+    text = boot_on_qemu_defaults(output, tmp_path / "elsewhere", timeout=900)
     assert boot_console.classify(text) is not None and boot_console.classify(text).kind == "login", text[-3000:]
     assert (boot_console.dhcp_address(text) or "").startswith("10.0.2."), text[-3000:]
 
 
-def _boot_elsewhere(disk: str, work, timeout: float) -> str:
-    """Boot `disk` (on an overlay) under plain QEMU defaults with a new MAC; the console text at the verdict."""
-    work.mkdir()
-    overlay, console = work / "overlay.qcow2", work / "console.log"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", disk, str(overlay)], check=True)
-    accel = host_accel()
-    proc = subprocess.Popen(["qemu-system-x86_64", *accel.qemu_args, "-machine", "pc", "-m", "1024", "-nodefaults",
-                             "-display", "none", "-serial", f"file:{console}",
-                             "-drive", f"file={overlay},format=qcow2,if=virtio",
-                             "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:4b:32:01"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
-    text = ""
+SECOND_BOOT_UNIT = """[Unit]
+Description=h2k test: rebuild the initramfs and grub.cfg as a kernel update would, then reboot
+ConditionPathExists=!/var/lib/h2k-second-boot
+After=local-fs.target
+Before=getty.target serial-getty@ttyS0.service
+
+[Service]
+Type=oneshot
+StandardOutput=tty
+TTYPath=/dev/ttyS0
+ExecStart=/bin/sh -c 'update-initramfs -u -k all && update-grub && touch /var/lib/h2k-second-boot && \
+  echo "h2k-second-boot: rebuilt by the guest, rebooting" && systemctl --no-block reboot'
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def test_real_debian_guest_survives_its_own_initramfs_and_grub_rebuild(migrated, tmp_path):
+    """Second boot: the shipped machine boots, the guest runs its own update-initramfs and update-grub
+    (as a kernel update would) and reboots; it comes up again, on its own grub.cfg and initramfs."""
+    report = migrated[1]
+    output = report["outputs"][0]["path"]
+    overlay = tmp_path / "second.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", output, str(overlay)], check=True)
+    g = open_session([(str(overlay), "qcow2")], readonly=False).g
     try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and proc.poll() is None:
-            text = boot_console.clean(console.read_bytes().decode("utf-8", "replace")) if console.exists() else ""
-            if boot_console.classify(text):
-                return text
-            time.sleep(1)
-        return text
+        g.mount(g.inspect_os()[0], "/")
+        g.write("/etc/systemd/system/h2k-second-boot.service", SECOND_BOOT_UNIT.encode())
+        g.ln_sf("/etc/systemd/system/h2k-second-boot.service",
+                "/etc/systemd/system/multi-user.target.wants/h2k-second-boot.service")
+        g.umount_all()
+        g.shutdown()
     finally:
-        kill_group(proc)
+        g.close()
+    shipped = Machine.model_validate(report["validation"]["boot"]["machine"])
+    machine = shipped.model_copy(update={"disks": [shipped.disks[0].model_copy(update={"path": str(overlay)})]})
+    console = tmp_path / "console.log"
+    result = boot_test(machine, timeout=1200, console_log=str(console))
+    text = console.read_text(errors="replace")
+    assert "h2k-second-boot: rebuilt by the guest, rebooting" in text, result.console_tail
+    assert (result.booted, result.verdict, result.reboots) == (True, "login", 1), result.console_tail
+    assert (result.dhcp_address or "").startswith("10.0.2."), result.console_tail
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from h2k_tasks.fixers.linux import netkinds
 from h2k_tasks.fixers.linux.network import vlan_renames
 from h2k_tasks.fixers.linux.blockdev import rewrite_cmdline, rewrite_grubenv, rewrite_table
 from h2k_tasks.fixers.linux.bootloader import (add_to_linux_lines, cfg_is_stale, grub_args, grub_default_with_serial,
-                                               with_serial)
+                                               grub_default_with_uuid, with_serial)
 from h2k_tasks.fixers.linux.initramfs import _names, add_to_list_var
 from h2k_tasks.fixers.linux.tools import installed_dpkg
 from h2k_tasks.inspect_linux import linux_concerns, os_release
@@ -217,3 +217,9 @@ def test_os_release_fallback():
     assert os_release('ID="photon"\nVERSION_ID=4.0\nNAME="VMware Photon OS"\n') == \
         {"distro": "photon", "family": "photon", "major": 4, "minor": 0, "product": "VMware Photon OS"}
     assert os_release("NAME=x\n") == {}
+
+
+def test_grub_root_by_uuid_for_the_guests_own_update_grub():
+    assert grub_default_with_uuid('X=1\nGRUB_DISABLE_LINUX_UUID="true"\n') == "X=1\nGRUB_DISABLE_LINUX_UUID=false\n"
+    kept = "#GRUB_DISABLE_LINUX_UUID=true\nGRUB_DISABLE_LINUX_UUID=false\n"
+    assert grub_default_with_uuid(kept) == kept

@@ -24,6 +24,7 @@ def test_lvm_names_stay_and_sda1_is_disk_one(run):
     assert guest.read("/etc/fstab") == (
         "/dev/mapper/vg0-root / ext4 errors=remount-ro 0 1\n"
         f"UUID={UUID['lvm-boot']} /boot ext4 defaults 0 2\n/dev/mapper/vg0-swap none swap sw 0 0\n")
+    assert "\nGRUB_DISABLE_LINUX_UUID=false\n" in guest.read("/etc/default/grub")  # the guest's own update-grub
     cfg = guest.read("/boot/grub/grub.cfg")
     assert "root=/dev/mapper/vg0-root ro resume=/dev/mapper/vg0-swap console=tty0 console=ttyS0,115200 quiet\n" in cfg
 

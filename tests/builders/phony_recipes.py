@@ -270,7 +270,8 @@ def lvm2disk() -> dict:
         *_debian_common(kernels),
         ("file", "/etc/fstab", "/dev/mapper/vg0-root / ext4 errors=remount-ro 0 1\n/dev/sda1 /boot ext4 defaults 0 2\n"
                                "/dev/mapper/vg0-swap none swap sw 0 0\n"),
-        ("file", "/etc/default/grub", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX="resume=/dev/mapper/vg0-swap"\n'),
+        ("file", "/etc/default/grub", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX="resume=/dev/mapper/vg0-swap"\n'
+                                      "GRUB_DISABLE_LINUX_UUID=true\n"),
         ("file", "/boot/grub/grub.cfg", _grub_cfg(kernels, "/dev/mapper/vg0-root", "resume=/dev/mapper/vg0-swap quiet",
                                                   "initrd.img-")),
         ("file", "/etc/network/interfaces", "auto lo\niface lo inet loopback\n\nallow-hotplug ens192\niface ens192 inet dhcp\n"),

@@ -1,7 +1,11 @@
-"""Serial console on the kernel command line and a regenerated GRUB config.
+"""Serial console on the kernel command line, root by UUID for the guest's own GRUB runs, and a
+regenerated GRUB config.
 
 - `console=tty0 console=ttyS0,115200` is added (unless options say `serial_console: false` or a
   ttyS console is already there) to GRUB_CMDLINE_LINUX, BLS entries and /etc/kernel/cmdline.
+- `GRUB_DISABLE_LINUX_UUID=true` becomes `false`: with it, grub-mkconfig writes `root=` as the device
+  name it sees, which here is the libguestfs appliance's, and after migration whatever the disk bus
+  makes it; the first kernel update on KVM would undo blockdev.py's `root=UUID=`.
 - grub.cfg is regenerated with the guest's own tool (update-grub, grub2-mkconfig, grub-mkconfig)
   when this fixer changed its inputs or when a `linux` line lacks GRUB_CMDLINE_LINUX's arguments;
   a guest without such a tool gets the arguments added to grub.cfg's `linux` lines directly.
@@ -73,6 +77,21 @@ def _serial(ctx: FixContext) -> list[Change]:
     return changes
 
 
+DISABLE_UUID = re.compile(r"^([ \t]*GRUB_DISABLE_LINUX_UUID=)([\"']?)true\2[ \t]*$", re.M)
+
+
+def grub_default_with_uuid(text: str) -> str:
+    return DISABLE_UUID.sub(r"\1false", text)
+
+
+def _root_by_uuid(ctx: FixContext) -> list[Change]:
+    text = read(ctx.g, "/etc/default/grub")
+    if text is None:
+        return []
+    return write(ctx, FIXER, "/etc/default/grub", grub_default_with_uuid(text),
+                 "root= by UUID when GRUB regenerates its config (device names change on KVM)")
+
+
 def _regenerate(ctx: FixContext, serial: bool, changed: bool) -> list[Change]:
     g = ctx.g
     cfg_path = bootloader_facts(g)["grub_cfg"]
@@ -93,5 +112,5 @@ def _regenerate(ctx: FixContext, serial: bool, changed: bool) -> list[Change]:
 
 def fix(ctx: FixContext) -> list[Change]:
     serial = ctx.options.get("serial_console", True)
-    changes = _serial(ctx) if serial else []
+    changes = _root_by_uuid(ctx) + (_serial(ctx) if serial else [])
     return changes + _regenerate(ctx, serial, bool(changes))
