@@ -6,7 +6,7 @@ import os
 import struct
 
 from h2k_planner.errors import InputError
-from h2k_planner.models import VM, Concern, Disk, Severity
+from h2k_planner.models import VM, Concern, Disk, Nic, Severity
 from h2k_planner.probe import detect_format, qemu_img_info
 from h2k_planner.sources.qcow2 import qcow2_chain
 from h2k_planner.sources.scope import Scope, check_size
@@ -86,6 +86,7 @@ def load_disk_image(path: str, allow: tuple[str, ...] = ()) -> VM:
     concerns.append(Concern(
         id="bare-disk-defaults", severity=Severity.info,
         message=f"a bare {disk.format} disk: VM {name!r} gets the firmware its boot disk shows (BIOS if it shows "
-                "none), 1 vCPU, 1024 MiB, no NICs",
+                "none), 1 vCPU, 1024 MiB, one virtio NIC on the default network with a new MAC",
         remedy="edit the generated libvirt XML if the guest needs other hardware"))
-    return VM(name=name, disks=[disk], source=path, source_kind="disk", concerns=concerns)
+    return VM(name=name, disks=[disk], nics=[Nic(mac=None, network="default")], source=path, source_kind="disk",
+              concerns=concerns)
