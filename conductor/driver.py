@@ -61,6 +61,10 @@ class VMView:
         return any(rec.get("status") in TERMINAL for k, rec in self.records.items() if k[1] != FINAL_STAGE)
 
     @property
+    def running(self) -> bool:
+        return any(rec.get("status") == "running" for k, rec in self.records.items() if k[1] != FINAL_STAGE)
+
+    @property
     def finished(self) -> bool:
         return self.done(("vm", FINAL_STAGE))
 
@@ -200,8 +204,8 @@ class Driver:
                 self._release(view, lane)
         if view.finished:
             return
-        if view.failed or all(view.lane_done(lane) for lane in view.disk_lanes + ["vm"]):
-            self._send(view, "final")
+        if (view.failed and not view.running) or all(view.lane_done(lane) for lane in view.disk_lanes + ["vm"]):
+            self._send(view, "final")  # a failed VM's report waits for the stages still running to end
         elif all(view.lane_done(lane) for lane in view.disk_lanes):
             self._send(view, "vm")
         else:

@@ -30,5 +30,9 @@ def stage_done(record: dict, run: int) -> bool:
 
 
 def lane_over(records: list[dict], run: int) -> bool:
-    """Every stage succeeded in run `run`, or one failed or was cancelled."""
-    return all(stage_done(r, run) for r in records) or any(r.get("status") in TERMINAL for r in records)
+    """Every stage succeeded in run `run`, or one failed or was cancelled and none is still running (a
+    cancel marks the stages that wait as cancelled at once; the running one stops when its worker sees
+    the flag, or finishes if a retry cleared the flag first)."""
+    if all(stage_done(r, run) for r in records):
+        return True
+    return any(r.get("status") in TERMINAL for r in records) and not any(r.get("status") == "running" for r in records)

@@ -26,6 +26,8 @@ def test_a_lane_is_over_when_done_in_this_run_or_ended_badly():
     done1 = {"status": "succeeded", "run": "1"}
     assert lane_over([done1, done1], 1) and not lane_over([done1, done1], 2)
     assert lane_over([done1, {"status": "cancelled"}], 2) and not lane_over([done1, {"status": "pending"}], 1)
+    # a cancel marks the waiting stages at once; the lane is over when the running one has ended too
+    assert not lane_over([{"status": "running"}, {"status": "cancelled"}], 1)
     assert in_flight(True, False, False, [done1], 1)  # a live lease wins: a worker runs it now
     assert in_flight(False, True, True, [{"status": "pending"}], 1)
     assert not in_flight(False, False, True, [{"status": "pending"}], 1)  # its wave is over
