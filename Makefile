@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 APT_PACKAGES := qemu-utils qemu-system-x86 libguestfs-tools python3-guestfs python3-hivex \
 	linux-image-amd64 redis-server python3-venv libxml2-utils libvirt-clients e2fsprogs fdisk \
 	golang-go golang-github-vmware-govmomi-dev docker-compose debootstrap ovmf seabios busybox-static \
-	ntfs-3g genisoimage libwin-hivex-perl
+	ntfs-3g genisoimage libwin-hivex-perl libguestfs-xfs
 export LIBGUESTFS_BACKEND ?= direct
 # Test processes: most of the suite waits on single-threaded TCG guests, so one per core.
 JOBS ?= $(shell nproc)
@@ -43,8 +43,11 @@ demo: deps
 	cat $(DEMO_DIR)/out/demo-debian12/report.json
 
 bench: deps
+	@dpkg-query -W -f='$${Status}\n' virt-v2v 2>/dev/null | grep -q '^install ok installed' || \
+		(export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q --no-install-recommends virt-v2v)
 	$(VPY) bench/convert_overhead.py
 	$(VPY) bench/wave_scale.py
+	$(VPY) bench/vs_virt_v2v.py
 
 # Flower against the configured broker (H2K_BROKER_URL) or a running `h2k migrate -o OUT`.
 OUT ?= $(DEMO_DIR)/out

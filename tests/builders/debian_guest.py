@@ -94,7 +94,7 @@ def build_debian_guest() -> DebianGuest:
         if not os.path.exists(os.path.join(final, "facts.json")):
             for name in os.listdir(cache):  # left by a build that was killed: we hold the lock
                 if name.startswith(".build-debian12-"):
-                    _remove_tree(os.path.join(cache, name))
+                    remove_tree(os.path.join(cache, name))
             _build_into(cache, final)
     with open(os.path.join(final, "facts.json")) as f:
         facts = json.load(f)
@@ -105,12 +105,12 @@ def _build_into(cache_dir: str, final: str) -> None:
     work = tempfile.mkdtemp(prefix=".build-debian12-", dir=cache_dir)
     root = os.path.join(work, "root")
     try:
-        _debootstrap(root)
-        kernel = _configure(root)
-        modules = _initramfs_listing(root, kernel)
+        debootstrap(root, PACKAGES)
+        kernel = configure(root, FILES)
+        modules = initramfs_listing(root, kernel, ["ata_piix", "ahci", "vmw_pvscsi", "ext4"])
         tarball = os.path.join(work, "rootfs.tar")
         subprocess.run(["tar", "-C", root, "--numeric-owner", "-cf", tarball, "."], check=True)
-        _remove_tree(root)
+        remove_tree(root)
         raw = os.path.join(work, "disk.raw")
         _make_disk(tarball, raw)
         out = os.path.join(work, "out")
@@ -124,29 +124,30 @@ def _build_into(cache_dir: str, final: str) -> None:
             json.dump(facts, f, indent=1)
         os.rename(out, final)
     finally:
-        _remove_tree(work)
+        remove_tree(work)
 
 
-def _debootstrap(root: str) -> None:
+def debootstrap(root: str, packages: list[str]) -> None:
     for attempt in range(1, DEBOOTSTRAP_ATTEMPTS + 1):
-        proc = subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+        proc = subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
                                SUITE, root, MIRROR], capture_output=True, text=True)
         if proc.returncode == 0:
             return
-        _remove_tree(root)
+        remove_tree(root)
         if attempt == DEBOOTSTRAP_ATTEMPTS:
             raise RuntimeError(f"debootstrap failed {attempt} times; last output:\n{proc.stdout[-3000:]}"
                                f"{proc.stderr[-2000:]}")
         time.sleep(10 * attempt)
 
 
-def _configure(root: str) -> str:
-    """Make the tree look like a VMware guest; return its kernel version."""
-    for rel, content in FILES.items():
+def configure(root: str, files: dict[str, str], private: tuple[str, ...] = ()) -> str:
+    """Make the tree look like a VMware guest (`private` files mode 0600); return its kernel version."""
+    for rel, content in files.items():
         path = os.path.join(root, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             f.write(content)
+        os.chmod(path, 0o600 if rel in private else 0o644)
     for rel in PRUNED_PATHS:
         _empty_dir(os.path.join(root, rel))
     (kernel,) = os.listdir(os.path.join(root, "usr/lib/modules"))
@@ -157,15 +158,15 @@ def _configure(root: str) -> str:
     return kernel
 
 
-def _initramfs_listing(root: str, kernel: str) -> list[str]:
-    """The kernel modules in the initramfs; fails if any virtio driver slipped in."""
+def initramfs_listing(root: str, kernel: str, required: list[str]) -> list[str]:
+    """The kernel modules in the initramfs; fails if any virtio driver slipped in or one of `required` is missing."""
     listing = subprocess.run(["chroot", root, "lsinitramfs", f"/boot/initrd.img-{kernel}"],
                              check=True, capture_output=True, text=True).stdout.split()
     modules = sorted({os.path.basename(p).split(".ko")[0] for p in listing if ".ko" in os.path.basename(p)})
     virtio = [m for m in modules if "virtio" in m]
     if virtio:
         raise RuntimeError(f"initramfs must not carry virtio drivers, found {virtio}")
-    missing = [m for m in ("ata_piix", "ahci", "vmw_pvscsi", "ext4") if m not in modules]
+    missing = [m for m in required if m not in modules]
     if missing:
         raise RuntimeError(f"initramfs lacks {missing}")
     return modules
@@ -208,7 +209,7 @@ def _empty_dir(path: str) -> None:
                 os.unlink(full)
 
 
-def _remove_tree(path: str) -> None:
+def remove_tree(path: str) -> None:
     """rmtree, after unmounting whatever a failed debootstrap left mounted under `path`."""
     path = os.path.realpath(path)
     with open("/proc/mounts") as f:
