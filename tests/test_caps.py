@@ -59,7 +59,9 @@ def token_history(events: list[dict]) -> tuple[dict[str, int], int]:
         elif e["event"] == "claim" and not e["stage"].endswith("/finalize"):
             vm, lane, _ = e["stage"].rsplit("/", 2)
             holder = f"{wave}/{vm}/{lane}"
-            assert any(holder in m for m in members.values()), f"{e['stage']} claimed without its lane's tokens"
+            assert any(holder in m for m in members.values()), \
+                f"{e['stage']} claimed without its lane's tokens; the lane's log:\n" + "\n".join(
+                    str(x) for x in events if holder in x.get("holder", "") or x.get("stage", "").startswith(f"{vm}/"))
     return dict(peak), reused
 
 

@@ -1,0 +1,93 @@
+"""`h2k migrate` against `virt-v2v` on the same real guests, on the same machine, in one process.
+
+For each real test guest (the BIOS Debian 12 VMware guest, and the UEFI one with LVM+XFS and a
+static address; both built and cached by tests/builders), alternately:
+- `virt-v2v -i vmx <vmx> -o local -os DIR -of qcow2` (the baseline: conversion and fixes, no boot), and
+- `h2k migrate <vmx> -o DIR` with its defaults (conversion, fixes and a boot test), and
+  `h2k migrate --no-boot-test`, for the like-for-like figure.
+Prints each median and, last, `ratio: <h2k with boot test / virt-v2v>` over all guests.
+virt-v2v comes from Debian (`make bench` installs it); both use the same libguestfs backend.
+
+    .venv/bin/python bench/vs_virt_v2v.py [--rounds 1] [--workdir DIR] [--guests bios,uefi]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.builders.debian_guest import build_debian_guest  # noqa: E402
+from tests.builders.debian_uefi_guest import build_uefi_guest  # noqa: E402
+from tests.builders.vmware import write_vmx  # noqa: E402
+from tests.support import link_or_copy  # noqa: E402
+
+GUESTS = {"bios": (build_debian_guest, "bios"), "uefi": (build_uefi_guest, "efi")}
+
+
+def source(name: str, work: str) -> str:
+    build, firmware = GUESTS[name]
+    guest = build()
+    src = os.path.join(work, f"src-{name}")
+    os.makedirs(src, exist_ok=True)
+    disk = os.path.join(src, f"{name}.vmdk")
+    if not os.path.exists(disk):
+        link_or_copy(guest.vmdk, disk)
+    vmx = os.path.join(src, f"{name}.vmx")
+    write_vmx(vmx, name, [("scsi", 0, 0, f"{name}.vmdk")], guest.mac, firmware=firmware, memsize=1024)
+    return vmx
+
+
+def timed(cmd: list[str], out: str) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "PYTHONPATH": ROOT})
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(out, ignore_errors=True)
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--workdir")
+    ap.add_argument("--guests", default="bios,uefi")
+    args = ap.parse_args()
+    if not shutil.which("virt-v2v"):
+        sys.exit("virt-v2v is not installed: `make bench` installs it (apt-get install virt-v2v)")
+    work = args.workdir or tempfile.mkdtemp(prefix="h2k-bench-v2v-")
+    os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
+    h2k_all, v2v_all = [], []
+    try:
+        for name in args.guests.split(","):
+            vmx = source(name, work)
+            out = os.path.join(work, "out")
+            v2v, h2k, h2k_nb = [], [], []
+            for _ in range(args.rounds):
+                v2v.append(timed(["virt-v2v", "-q", "-i", "vmx", vmx, "-o", "local", "-os", out, "-of", "qcow2"], out))
+                h2k.append(timed([sys.executable, "-m", "conductor", "migrate", vmx, "-o", out], out))
+                h2k_nb.append(timed([sys.executable, "-m", "conductor", "migrate", vmx, "-o", out, "--no-boot-test"],
+                                    out))
+            m = {k: statistics.median(v) for k, v in (("v2v", v2v), ("h2k", h2k), ("h2k_nb", h2k_nb))}
+            print(f"{name}: virt-v2v {m['v2v']:.1f} s; h2k migrate {m['h2k']:.1f} s with its boot test, "
+                  f"{m['h2k_nb']:.1f} s without; h2k / virt-v2v {m['h2k'] / m['v2v']:.2f} "
+                  f"({m['h2k_nb'] / m['v2v']:.2f} without the boot test)", flush=True)
+            h2k_all.append(m["h2k"])
+            v2v_all.append(m["v2v"])
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"ratio: {sum(h2k_all) / sum(v2v_all):.3f}")
+
+
+if __name__ == "__main__":
+    main()
