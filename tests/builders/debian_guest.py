@@ -108,23 +108,29 @@ def _build_into(cache_dir: str, final: str) -> None:
         debootstrap(root, PACKAGES)
         kernel = configure(root, FILES)
         modules = initramfs_listing(root, kernel, ["ata_piix", "ahci", "vmw_pvscsi", "ext4"])
-        tarball = os.path.join(work, "rootfs.tar")
-        subprocess.run(["tar", "-C", root, "--numeric-owner", "-cf", tarball, "."], check=True)
-        remove_tree(root)
-        raw = os.path.join(work, "disk.raw")
-        _make_disk(tarball, raw)
-        out = os.path.join(work, "out")
-        os.mkdir(out)
-        subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "adapter_type=lsilogic",
-                        raw, os.path.join(out, "debian12.vmdk")], check=True)
-        facts = {"vmdk": "debian12.vmdk", "mac": MAC, "interface": INTERFACE, "root_device": ROOT_DEVICE,
-                 "hostname": HOSTNAME, "kernel": kernel, "firmware": "bios", "initramfs_modules": modules,
-                 "virtual_size": DISK_SIZE}
-        with open(os.path.join(out, "facts.json"), "w") as f:
-            json.dump(facts, f, indent=1)
-        os.rename(out, final)
+        publish(work, root, _make_disk, final, {
+            "vmdk": "debian12.vmdk", "mac": MAC, "interface": INTERFACE, "root_device": ROOT_DEVICE,
+            "hostname": HOSTNAME, "kernel": kernel, "firmware": "bios", "initramfs_modules": modules,
+            "virtual_size": DISK_SIZE})
     finally:
         remove_tree(work)
+
+
+def publish(work: str, root: str, make_disk, final: str, facts: dict) -> None:
+    """Put the configured tree `root` on a raw disk (`make_disk(tarball, raw)`), convert it to the VMDK
+    `facts["vmdk"]` beside `facts.json`, and publish the directory at `final` (an atomic rename)."""
+    tarball = os.path.join(work, "rootfs.tar")
+    subprocess.run(["tar", "-C", root, "--numeric-owner", "-cf", tarball, "."], check=True)
+    remove_tree(root)
+    raw = os.path.join(work, "disk.raw")
+    make_disk(tarball, raw)
+    out = os.path.join(work, "out")
+    os.mkdir(out)
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "adapter_type=lsilogic",
+                    raw, os.path.join(out, facts["vmdk"])], check=True)
+    with open(os.path.join(out, "facts.json"), "w") as f:
+        json.dump(facts, f, indent=1)
+    os.rename(out, final)
 
 
 def debootstrap(root: str, packages: list[str]) -> None:

@@ -19,13 +19,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import subprocess
 import tempfile
 
 from h2k_tasks.appliance import open_session
 from tests.builders.cache import cache_dir, locked
 from tests.builders.debian_guest import (INITRAMFS_MODULES, MIRROR, PRUNED_MODULES, PRUNED_PATHS, SUITE,
-                                         configure, debootstrap, initramfs_listing, remove_tree)
+                                         configure, debootstrap, initramfs_listing, publish, remove_tree)
 
 NAME = "debian12-uefi-lvm"
 PACKAGES = ["linux-image-amd64", "grub-efi-amd64", "systemd", "systemd-sysv", "udev", "kmod", "initramfs-tools",
@@ -98,20 +97,9 @@ def _build_into(final: str) -> None:
         debootstrap(root, PACKAGES)
         kernel = configure(root, FILES, private=(KEYFILE,))
         initramfs_listing(root, kernel, ["vmw_pvscsi", "ahci", "xfs", "dm-mod"])
-        tarball = os.path.join(work, "rootfs.tar")
-        subprocess.run(["tar", "-C", root, "--numeric-owner", "-cf", tarball, "."], check=True)
-        remove_tree(root)
-        raw = os.path.join(work, "disk.raw")
-        _make_disk(tarball, raw)
-        out = os.path.join(work, "out")
-        os.mkdir(out)
-        subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "adapter_type=lsilogic",
-                        raw, os.path.join(out, f"{NAME}.vmdk")], check=True)
-        facts = {"vmdk": f"{NAME}.vmdk", "mac": MAC, "interface": INTERFACE, "address": ADDRESS,
-                 "hostname": HOSTNAME, "kernel": kernel, "firmware": "efi", "virtual_size": DISK_SIZE}
-        with open(os.path.join(out, "facts.json"), "w") as f:
-            json.dump(facts, f, indent=1)
-        os.rename(out, final)
+        publish(work, root, _make_disk, final, {
+            "vmdk": f"{NAME}.vmdk", "mac": MAC, "interface": INTERFACE, "address": ADDRESS, "hostname": HOSTNAME,
+            "kernel": kernel, "firmware": "efi", "virtual_size": DISK_SIZE})
     finally:
         remove_tree(work)
 
