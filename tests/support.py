@@ -15,7 +15,7 @@ import redis
 from h2k_tasks import boot_console
 from h2k_tasks.accel import host_accel
 from h2k_tasks.boot_test import OVMF_CODE, OVMF_VARS
-from h2k_tasks.process import kill_group
+from h2k_tasks.process import child_of_this_process, kill_group
 from h2k_tasks.settings import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +39,7 @@ class RedisServer:
         cmd = ["redis-server", "--port", "0", "--unixsocket", self.socket, "--dir", self.directory,
                "--save", "", "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
                "--logfile", os.path.join(self.directory, "redis.log")]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True, preexec_fn=child_of_this_process())
         client = self.client()
         deadline = time.time() + 20
         while True:
@@ -76,7 +76,7 @@ class Workers:
         env = {**os.environ, **settings.to_env(), "PYTHONPATH": ROOT}
         log = open(os.path.join(self.log_dir, f"worker-{settings.host}-{len(self.procs)}.log"), "ab")
         proc = subprocess.Popen([*wrap, sys.executable, "-m", "conductor", "worker"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=child_of_this_process())
         self.procs.append(proc)
         return proc
 
@@ -161,7 +161,7 @@ def boot_on_qemu_defaults(disk: str, work, timeout: float, firmware: str = "bios
                              "-nodefaults", "-display", "none", "-serial", f"file:{console}", *pflash,
                              "-drive", f"file={overlay},format=qcow2,if=virtio",
                              "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:4b:32:01"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True, preexec_fn=child_of_this_process())
     text = ""
     try:
         deadline = time.monotonic() + timeout

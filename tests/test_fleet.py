@@ -15,6 +15,7 @@ import pytest
 import requests
 import yaml
 
+from h2k_tasks.process import child_of_this_process
 from tests.builders.disks import patterned_raw
 from tests.builders.vmware import DiskSpec, build_vm, write_vmx
 from tests.support import ROOT, RedisServer, h2k, suite_settings, wait_for
@@ -48,7 +49,7 @@ class Fleet:
         self.conductor = subprocess.Popen(
             [sys.executable, "-m", "conductor", "conductor", "--broker", self.redis.url, "--config", str(cfg),
              "--metrics-port", str(metrics_port)],
-            env={**os.environ, "PYTHONPATH": ROOT}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            env={**os.environ, "PYTHONPATH": ROOT}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=child_of_this_process())
 
     def kill_conductor(self) -> None:
         os.killpg(self.conductor.pid, signal.SIGKILL)
@@ -135,7 +136,7 @@ def test_routing_and_flower(fleet, small_vms, tmp_path):
     flower = subprocess.Popen(
         [sys.executable, "-m", "celery", "--broker", fleet.redis.url.replace("unix://", "redis+socket://"),
          "flower", f"--port={port}", "--address=127.0.0.1", "--basic-auth=ops:s3cret"],
-        stdout=open(tmp_path / "flower.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=open(tmp_path / "flower.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=child_of_this_process(),
         env={**os.environ, "PYTHONPATH": ROOT})
     try:
         url = f"http://127.0.0.1:{port}"

@@ -19,6 +19,7 @@ import yaml
 from pyVmomi import vim
 
 from h2k_planner.sources.vsphere import list_vms, session
+from h2k_tasks.process import child_of_this_process
 from tests.builders.disks import patterned_raw
 from tests.support import ROOT, h2k, suite_settings, wait_for
 
@@ -159,7 +160,7 @@ def test_each_vm_goes_down_only_when_its_fetch_starts(vcsim, password_file, tmp_
         [sys.executable, "-m", "conductor", "migrate", "vsphere:lab/running", "vsphere:lab/clean",
          "vsphere:lab/bulk-0001", "-o", str(tmp_path / "out"), "--config", cfg, "--broker", redis_server.url,
          "--json", "--no-boot-test"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": ROOT}, start_new_session=True)
+        env={**os.environ, "PYTHONPATH": ROOT}, start_new_session=True, preexec_fn=child_of_this_process())
     try:
         wave = wait_for(lambda: r.zrange("h2k:waves", 0, -1), 60, "the wave")[0]
         first = wait_for(lambda: [e["vm"] for _, e in r.xrange(f"h2k:log:{wave}") if e["event"] == "power-off"],
