@@ -124,9 +124,12 @@ def qemu_args(m: Machine, overlays: list[str], tmp: str, console: str) -> list[s
         args += ["-device", f"virtio-scsi-pci,id=scsi0,bus=pci.{m.ports['scsi']},addr=0x0"]
     for n, (d, path) in enumerate(zip(m.disks, overlays)):
         args += ["-drive", f"if=none,id=disk{n},file={path},format=qcow2,cache=unsafe"]
-        device = {"virtio": f"virtio-blk-pci,bus=pci.{m.ports.get(f'disk{n}')},addr=0x0",
-                  "sata": f"ide-hd,bus=ide.{d.unit}",
-                  "scsi": f"scsi-hd,bus=scsi0.0,channel=0,scsi-id=0,lun={d.unit}"}[m.bus]
+        if m.bus == "virtio":
+            device = f"virtio-blk-pci,bus=pci.{m.ports[f'disk{n}']},addr=0x0"
+        elif m.bus == "sata":
+            device = f"ide-hd,bus=ide.{d.unit}"
+        else:
+            device = f"scsi-hd,bus=scsi0.0,channel=0,scsi-id=0,lun={d.unit}"
         args += ["-device", f"{device},drive=disk{n},bootindex={d.boot_order}"]
     args += ["-device", f"virtio-serial-pci,id=virtio-serial0,bus=pci.{m.ports['serial']},addr=0x0",
              "-chardev", "null,id=agent",

@@ -57,21 +57,22 @@ class Machine(BaseModel):
     nics: list[MachineNic]
     ports: dict[str, int]  # device -> root port: "disk<N>" (virtio), "scsi", "serial", "rng", "balloon", "usb"
 
-    @property
-    def boot_disk(self) -> MachineDisk:
-        return min(self.disks, key=lambda d: d.boot_order)
-
 
 def port_address(port: int) -> tuple[int, int]:
     """(slot, function) of root port `port` (1-based) on pcie.0."""
     return FIRST_PORT_SLOT + (port - 1) // FUNCTIONS_PER_SLOT, (port - 1) % FUNCTIONS_PER_SLOT
 
 
+def _declared(vm: VM) -> list[int]:
+    """Positions in `vm.disks` of the disks the source boots from, in its order."""
+    positions = {d.index: i for i, d in enumerate(vm.disks)}
+    return [positions[i] for i in vm.boot_order if i in positions]
+
+
 def boot_sequence(vm: VM, inspection: dict | None) -> list[int]:
     """Positions in `vm.disks`, the boot disk first: the one the guest stage found bootable (see
     `choose_boot_disk`), else the source's boot order, else the first; then the source's order, then the rest."""
-    positions = {d.index: i for i, d in enumerate(vm.disks)}
-    declared = [positions[i] for i in vm.boot_order if i in positions]
+    declared = _declared(vm)
     found = (inspection or {}).get("boot_disk")
     first = [found] if isinstance(found, int) and 0 <= found < len(vm.disks) else declared[:1] or [0]
     return list(dict.fromkeys(first + declared + list(range(len(vm.disks)))))
@@ -81,17 +82,14 @@ def choose_boot_disk(vm: VM, bootable: list[int], os_disk: int | None = None) ->
     """Of the disks (positions) that hold boot code or an EFI loader, the one that boots: the source's
     first boot disk if it is one of them, else the one holding the OS's /boot (or /) if it is one, else
     the first of them in bus order; None if none is."""
-    positions = {d.index: i for i, d in enumerate(vm.disks)}
-    declared = [positions[i] for i in vm.boot_order if i in positions]
-    for choice in (declared[:1] + [os_disk]):
+    for choice in _declared(vm)[:1] + [os_disk]:
         if choice is not None and choice in bootable:
             return choice
     return bootable[0] if bootable else None
 
 
 def boot_disk_concerns(vm: VM, inspection: dict | None) -> list[Concern]:
-    positions = {d.index: i for i, d in enumerate(vm.disks)}
-    declared = [positions[i] for i in vm.boot_order if i in positions]
+    declared = _declared(vm)
     found = (inspection or {}).get("boot_disk")
     if not declared or found is None or found == declared[0]:
         return []

@@ -42,7 +42,7 @@ def test_boot_disk_concern_when_the_source_names_a_disk_without_loader():
 def test_machine_orders_boot_and_caps_memory_for_the_test_only():
     m = target_machine(vm(memory_mib=8192, cpus=8, nics=[Nic(mac="00:50:56:00:00:01")]), {"boot_disk": 2},
                        [(f"/o{i}", "qcow2") for i in range(3)])
-    assert [d.boot_order for d in m.disks] == [2, 3, 1] and m.boot_disk.path == "/o2"
+    assert [d.boot_order for d in m.disks] == [2, 3, 1] and min(m.disks, key=lambda d: d.boot_order).path == "/o2"
     tested, notes = for_test(m)
     assert (m.memory_mib, m.cpus, tested.memory_mib, tested.cpus) == (8192, 8, TEST_MEMORY_CAP_MIB, 2)
     assert len(notes) == 2 and "8192 MiB" in notes[0]

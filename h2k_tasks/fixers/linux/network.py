@@ -133,10 +133,11 @@ def nic_positions(ctx: FixContext, found: dict[str, str | None]) -> dict[str, in
     return out
 
 
-def nic_name(ctx: FixContext, n: int) -> str:
-    """The name of the n-th virtio NIC: eth<n> with `net.ifnames=0`, else options["nic_names"][n], else
-    the name the shipped machine's placement gives it (h2k_tasks/machine.py: the n-th NIC on bus n+1)."""
-    if _kernel_names(ctx.g):
+def nic_name(ctx: FixContext, n: int, kernel_names: bool) -> str:
+    """The name of the n-th virtio NIC: eth<n> with kernel names (`net.ifnames=0`), else
+    options["nic_names"][n], else the name the shipped machine's placement gives it
+    (h2k_tasks/machine.py: the n-th NIC on bus n+1)."""
+    if kernel_names:
         return f"eth{n}"
     given = ctx.options.get("nic_names") or []
     return given[n] if n < len(given) else f"enp{n + 1}s0"
@@ -167,8 +168,9 @@ def fix(ctx: FixContext) -> list[Change]:
     kinds = virtual(g)
     virtual_names = kinds[0]
     found = collect(g, kinds)
+    kernel_names = _kernel_names(g)
     positions = nic_positions(ctx, found)
-    names = {old: nic_name(ctx, n) for old, n in positions.items()}
+    names = {old: nic_name(ctx, n, kernel_names) for old, n in positions.items()}
     vlans = vlan_renames(virtual_names, names)
     anyname = len(found) == 1 and len(getattr(ctx.vm, "nics", [])) <= 1 and not virtual_names
     for old, new in names.items():
@@ -202,18 +204,18 @@ def fix(ctx: FixContext) -> list[Change]:
         changes += _rewrite(ctx, p, nc.interfaces, names)
     for p in UDEV_RULES:
         changes += remove(ctx, FIXER, p, "pins NIC names to VMware MACs")
-    return changes + _naming_rule(ctx, positions)
+    return changes + ([] if kernel_names else _naming_rule(ctx, positions))
 
 
 def _naming_rule(ctx: FixContext, positions: dict[str, int]) -> list[Change]:
-    """The udev rule that gives the virtio NICs these names on any placement (nicnames.py); not with
-    kernel names (eth<N> is the kernel's own namespace), nor in a guest without udev."""
+    """The udev rule that gives the virtio NICs these names on any placement (nicnames.py); not in a
+    guest without udev. Never with kernel names (eth<N> is the kernel's own namespace): fix() asks."""
     g = ctx.g
-    if not positions or _kernel_names(g) or not any(g.is_dir(d) for d in ("/etc/udev", "/lib/udev", "/usr/lib/udev")):
+    if not positions or not any(g.is_dir(d) for d in ("/etc/udev", "/lib/udev", "/usr/lib/udev")):
         return []
     macs = [n.mac for n in getattr(ctx.vm, "nics", [])]
     count = max(len(macs), max(positions.values()) + 1)
-    nics = [(nic_name(ctx, n), macs[n] if n < len(macs) else None) for n in range(count)]
+    nics = [(nic_name(ctx, n, False), macs[n] if n < len(macs) else None) for n in range(count)]
     changes = write(ctx, FIXER, nicnames.SCRIPT, nicnames.script_text(nics), "names the virtio NICs on any placement")
     g.chmod(0o755, nicnames.SCRIPT)
     for name, mac in nics:
