@@ -137,8 +137,19 @@ def test_netplan_several_nics_and_networkmanager_renderer():
 def test_networkd_network_and_link():
     text = "[Match]\nName=ens192\nMACAddress=00:50:56:00:00:01\n[Network]\nDHCP=yes\n"
     assert nc.networkd_pins(text) == ("ens192", "00:50:56:00:00:01")
-    assert nc.networkd_network(text, {"ens192": "enp1s0"}, anyname=False) == \
+    assert nc.networkd_network(text, {"ens192": "enp1s0"}, anyname=False, by_mac={}) == \
         "[Match]\nName=enp1s0\n[Network]\nDHCP=yes\n"
+    # Matched by MAC alone: never left with an empty [Match] (which would match every link, lo too).
+    mac_only = "[Match]\nMACAddress=00:50:56:00:00:01\n\n[Network]\nDHCP=ipv4\n"
+    assert nc.networkd_network(mac_only, {}, anyname=True, by_mac={}) == \
+        "[Match]\nDriver=virtio_net\n\n[Network]\nDHCP=ipv4\n"
+    assert nc.networkd_network(mac_only, {}, anyname=False, by_mac={"00:50:56:00:00:01": "enp2s0"}) == \
+        "[Match]\nName=enp2s0\n\n[Network]\nDHCP=ipv4\n"
+    assert nc.networkd_pins(mac_only) == (None, "00:50:56:00:00:01")
+    # A MACAddress= outside [Match] (the address to set) is not a pin.
+    setter = "[Match]\nName=ens192\n[Link]\nMACAddress=02:00:00:00:00:01\n"
+    assert nc.networkd_network(setter, {"ens192": "enp1s0"}, anyname=False, by_mac={}) == \
+        "[Match]\nName=enp1s0\n[Link]\nMACAddress=02:00:00:00:00:01\n"
     assert nc.networkd_pins("[Match]\nName=en*\n") == (None, None)
     assert nc.networkd_link_pins_mac("[Match]\nMACAddress=00:50:56:00:00:01\n[Link]\nName=ens192\n")
     assert not nc.networkd_link_pins_mac("[Match]\nOriginalName=*\n[Link]\nNamePolicy=kernel\nMACAddress=x\n")

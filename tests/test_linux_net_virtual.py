@@ -169,6 +169,17 @@ def test_systemd_networkd(guest):
     assert (r(f"{ND}/30-vlan.netdev"), r(f"{ND}/30-vlan.network")) == (vlan_dev, vlan_net)
 
 
+def test_systemd_networkd_matched_by_mac_only(guest):
+    """Two NICs whose .network files name no interface (VMware named them by slot): each follows its
+    MAC to the virtio NIC that keeps it, and the udev rule names that NIC."""
+    notes = run(guest, {f"{ND}/10-a.network": f"[Match]\nMACAddress={M2.upper()}\n\n[Network]\nDHCP=ipv4\n",
+                        f"{ND}/10-b.network": f"[Match]\nMACAddress={M1}\n\n[Network]\nAddress=192.0.2.9/24\n"})
+    assert guest.read(f"{ND}/10-a.network") == "[Match]\nName=enp2s0\n\n[Network]\nDHCP=ipv4\n"
+    assert guest.read(f"{ND}/10-b.network") == "[Match]\nName=enp1s0\n\n[Network]\nAddress=192.0.2.9/24\n"
+    assert f"{M1}) echo enp1s0;" in guest.read("/etc/udev/h2k-nic-name")
+    assert any("matched by MAC only" in n for n in notes), notes
+
+
 def test_ifupdown(guest):
     notes = run(guest, {"/etc/network/interfaces": (
         "auto lo\niface lo inet loopback\n\n"

@@ -94,20 +94,27 @@ def netplan_pins(text: str) -> list[tuple[str, str | None]]:
     return out
 
 
-def networkd_network(text: str, names: dict[str, str], anyname: bool) -> str:
-    """systemd-networkd .network: drop [Match] MACAddress=; exact Name= -> Driver= (one NIC) or the new name."""
-    out, section = [], ""
-    for line in text.splitlines(True):
-        s = line.strip()
-        if s.startswith("["):
-            section = s
-        elif section == "[Match]" and s.startswith("MACAddress="):
-            continue
-        elif section == "[Match]" and s.startswith("Name="):
-            value = s.split("=", 1)[1].strip()
-            if value in names:
+def networkd_network(text: str, names: dict[str, str], anyname: bool, by_mac: dict[str, str]) -> str:
+    """systemd-networkd .network: drop [Match] MACAddress=; exact Name= -> Driver= (one NIC) or the new
+    name. A [Match] that held a MAC and no Name= matches Driver= (one NIC) or the new name of the NIC
+    with that MAC (`by_mac`, lower-case MAC -> name) instead: an empty [Match] would match every link."""
+    out = []
+    for block in re.split(r"(?m)^(?=[ \t]*\[)", text):
+        match = block.lstrip().startswith("[Match]")
+        named = match and re.search(r"^[ \t]*Name=", block, re.M)
+        for line in block.splitlines(True):
+            key, _, value = line.strip().partition("=")
+            value = value.strip()
+            if match and key == "MACAddress":
+                if named:
+                    continue
+                if anyname:
+                    line = f"Driver={VIRTIO_DRIVER}\n"
+                elif value.lower() in by_mac:
+                    line = f"Name={by_mac[value.lower()]}\n"
+            elif match and key == "Name" and value in names:
                 line = f"Driver={VIRTIO_DRIVER}\n" if anyname else f"Name={names[value]}\n"
-        out.append(line)
+            out.append(line)
     return "".join(out)
 
 

@@ -91,7 +91,9 @@ def collect(g, kinds: netkinds.Kinds) -> dict[str, str | None]:
         for name, mac in nc.netplan_pins(read(g, p)):
             add(name, mac)
     for p in listdir(g, NETWORKD, ".network"):
-        add(*nc.networkd_pins(read(g, p)))
+        name, mac = nc.networkd_pins(read(g, p))
+        # Matched by MAC alone (the NIC's VMware name is in no file): the MAC stands for its name.
+        add(name or (mac and mac.lower()), mac)
     for p in _interfaces_files(g):
         for name, mac in nc.interfaces_pins(read(g, p)):
             add(name, mac)
@@ -171,11 +173,16 @@ def fix(ctx: FixContext) -> list[Change]:
     kernel_names = _kernel_names(g)
     positions = nic_positions(ctx, found)
     names = {old: nic_name(ctx, n, kernel_names) for old, n in positions.items()}
+    by_mac = {mac: names[old] for old, mac in found.items() if mac}
+    names = {old: new for old, new in names.items() if old != found[old]}  # real names only, for rewrites
     vlans = vlan_renames(virtual_names, names)
     anyname = len(found) == 1 and len(getattr(ctx.vm, "nics", [])) <= 1 and not virtual_names
+    how = "matched by driver virtio_net where the backend can, else named" if anyname else "named"
     for old, new in names.items():
-        how = "matched by driver virtio_net where the backend can, else named" if anyname else "named"
         ctx.log.append(f"{FIXER}: NIC {old} ({found[old] or 'no MAC pinned'}) -> {how} {new}")
+    for mac, new in by_mac.items():
+        if found.get(mac) == mac:
+            ctx.log.append(f"{FIXER}: NIC with MAC {mac} (matched by MAC only) -> {how} {new}")
     for name, kind in sorted(virtual_names.items()):
         if name in vlans:
             ctx.log.append(f"{FIXER}: {kind} {name} -> {vlans[name]} in ifcfg and ifupdown files (named after its "
@@ -196,7 +203,7 @@ def fix(ctx: FixContext) -> list[Change]:
     for p in listdir(g, NETPLAN, ".yaml"):
         changes += _rewrite(ctx, p, nc.netplan, names, anyname)
     for p in listdir(g, NETWORKD, ".network"):
-        changes += _rewrite(ctx, p, nc.networkd_network, names, anyname)
+        changes += _rewrite(ctx, p, nc.networkd_network, names, anyname, by_mac)
     for p in listdir(g, NETWORKD, ".link"):
         if nc.networkd_link_pins_mac(read(g, p) or ""):
             changes += remove(ctx, FIXER, p, "names a NIC by its VMware MAC")
