@@ -1,14 +1,14 @@
 """`h2k migrate` against `virt-v2v` on the same real guests, on the same machine, in one process.
 
-For each real test guest (the BIOS Debian 12 VMware guest, and the UEFI one with LVM+XFS and a
-static address; both built and cached by tests/builders), alternately:
+For each real test guest (tests/builders: the BIOS Debian 12 VMware guest; the UEFI one with LVM+XFS
+and a static address; the SELinux-enforcing one on two disks; the netplan one with a VLAN), alternately:
 - `virt-v2v -i vmx <vmx> -o local -os DIR -of qcow2` (the baseline: conversion and fixes, no boot), and
 - `h2k migrate <vmx> -o DIR` with its defaults (conversion, fixes and a boot test), and
   `h2k migrate --no-boot-test`, for the like-for-like figure.
 Prints each median and, last, `ratio: <h2k with boot test / virt-v2v>` over all guests.
 virt-v2v comes from Debian (`make bench` installs it); both use the same libguestfs backend.
 
-    .venv/bin/python bench/vs_virt_v2v.py [--rounds 1] [--workdir DIR] [--guests bios,uefi]
+    .venv/bin/python bench/vs_virt_v2v.py [--rounds 1] [--workdir DIR] [--guests bios,uefi,selinux,netplan]
 """
 from __future__ import annotations
 
@@ -25,23 +25,48 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tests.builders.debian_guest import build_debian_guest  # noqa: E402
+from tests.builders.debian_netplan_guest import build_netplan_guest  # noqa: E402
+from tests.builders.debian_selinux_guest import build_selinux_guest  # noqa: E402
 from tests.builders.debian_uefi_guest import build_uefi_guest  # noqa: E402
 from tests.builders.vmware import write_vmx  # noqa: E402
 from tests.support import link_or_copy  # noqa: E402
 
-GUESTS = {"bios": (build_debian_guest, "bios"), "uefi": (build_uefi_guest, "efi")}
+def _guests() -> dict:
+    """name -> (disk files, firmware, BIOS disk order or None, MAC) of each real test guest, built on first use."""
+    def bios():
+        g = build_debian_guest()
+        return [g.vmdk], "bios", None, g.mac
+
+    def uefi():
+        g = build_uefi_guest()
+        return [g.vmdk], "efi", None, g.mac
+
+    def selinux():
+        g = build_selinux_guest()
+        return g.vmdks, "bios", "scsi0:1", g.mac
+
+    def netplan():
+        g = build_netplan_guest()
+        return [g.vmdk], "bios", None, g.mac
+
+    return {"bios": bios, "uefi": uefi, "selinux": selinux, "netplan": netplan}
+
+
+GUESTS = _guests()
 
 
 def source(name: str, work: str) -> str:
-    build, firmware = GUESTS[name]
-    guest = build()
+    vmdks, firmware, hdd_order, mac = GUESTS[name]()
     src = os.path.join(work, f"src-{name}")
     os.makedirs(src, exist_ok=True)
-    disk = os.path.join(src, f"{name}.vmdk")
-    if not os.path.exists(disk):
-        link_or_copy(guest.vmdk, disk)
+    entries = []
+    for unit, vmdk in enumerate(vmdks):
+        disk = f"{name}_{unit}.vmdk" if unit else f"{name}.vmdk"
+        if not os.path.exists(os.path.join(src, disk)):
+            link_or_copy(vmdk, os.path.join(src, disk))
+        entries.append(("scsi", 0, unit, disk))
     vmx = os.path.join(src, f"{name}.vmx")
-    write_vmx(vmx, name, [("scsi", 0, 0, f"{name}.vmdk")], guest.mac, firmware=firmware, memsize=1024)
+    write_vmx(vmx, name, entries, mac, firmware=firmware, memsize=1024, hdd_order=hdd_order)
     return vmx
 
 
@@ -60,7 +85,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--workdir")
-    ap.add_argument("--guests", default="bios,uefi")
+    ap.add_argument("--guests", default=",".join(GUESTS))
     args = ap.parse_args()
     if not shutil.which("virt-v2v"):
         sys.exit("virt-v2v is not installed: `make bench` installs it (apt-get install virt-v2v)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import xml.etree.ElementTree as ET
 import shutil
 import signal
 import subprocess
@@ -145,13 +146,20 @@ def link_or_copy(src: str, dst: str) -> None:
         shutil.copyfile(src, dst)
 
 
-def boot_on_qemu_defaults(disk: str, work, timeout: float, firmware: str = "bios") -> str:
-    """Boot qcow2 `disk` (on an overlay in new directory `work`) the way a plain QEMU command line would
-    place it: the `pc` machine, the disk and a virtio NIC with a new MAC in QEMU's default PCI slots
-    (the NIC at 00:03.0); the serial console's text once it shows a verdict (or at `timeout`)."""
+def boot_on_qemu_defaults(disks: list[str], work, timeout: float, firmware: str = "bios", boot: int = 0) -> str:
+    """Boot qcow2 `disks` (on overlays in new directory `work`) the way a plain QEMU command line would
+    place them: the `pc` machine, the disks (`disks[boot]` with bootindex 1) and a virtio NIC with a new
+    MAC in QEMU's default PCI slots (the NIC after the disks); the serial console's text once it shows a
+    verdict (or at `timeout`)."""
     work.mkdir()
-    overlay, console = work / "overlay.qcow2", work / "console.log"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", disk, str(overlay)], check=True)
+    console = work / "console.log"
+    drives = []
+    for n, disk in enumerate(disks):
+        overlay = work / f"overlay{n}.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", disk, str(overlay)],
+                       check=True)
+        drives += ["-drive", f"file={overlay},format=qcow2,if=none,id=d{n}",
+                   "-device", f"virtio-blk-pci,drive=d{n}" + (",bootindex=1" if n == boot else "")]
     pflash = []
     if firmware == "efi":
         shutil.copyfile(OVMF_VARS, work / "vars.fd")
@@ -159,8 +167,7 @@ def boot_on_qemu_defaults(disk: str, work, timeout: float, firmware: str = "bios
                   "-drive", f"if=pflash,format=raw,unit=1,file={work / 'vars.fd'}"]
     proc = subprocess.Popen(["qemu-system-x86_64", *host_accel().qemu_args, "-machine", "pc", "-m", "1024",
                              "-nodefaults", "-display", "none", "-serial", f"file:{console}", *pflash,
-                             "-drive", f"file={overlay},format=qcow2,if=virtio",
-                             "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:4b:32:01"],
+                             *drives, "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:4b:32:01"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True, preexec_fn=child_of_this_process())
     text = ""
     try:
@@ -173,3 +180,16 @@ def boot_on_qemu_defaults(disk: str, work, timeout: float, firmware: str = "bios
         return text
     finally:
         kill_group(proc)
+
+
+def assert_ships_what_booted(report: dict) -> None:
+    """The shipped domain XML has the firmware, disks (file, bus, boot order) and NICs (MAC) of the
+    machine the validate stage booted."""
+    m = report["validation"]["boot"]["machine"]
+    dom = ET.parse(report["domain_xml"]).getroot()
+    assert (dom.find("os").get("firmware") or "bios") == m["firmware"], ET.tostring(dom.find("os"))
+    shipped = sorted((d.find("source").get("file"), d.find("target").get("bus"), int(d.find("boot").get("order")))
+                     for d in dom.findall("devices/disk[@device='disk']"))
+    assert shipped == sorted((d["path"], m["bus"], d["boot_order"]) for d in m["disks"]), (shipped, m["disks"])
+    nics = [i.find("mac").get("address") if i.find("mac") is not None else None for i in dom.findall("devices/interface")]
+    assert nics == [n["mac"] for n in m["nics"]], (nics, m["nics"])

@@ -18,7 +18,7 @@ from tests.builders.debian_guest import build_debian_guest
 from tests.builders.virtio_win import fake_virtio_win
 from tests.builders.vmware import write_vmx
 from tests.builders.windows_guest import windows_disks
-from tests.support import boot_on_qemu_defaults, h2k, link_or_copy, sha256
+from tests.support import assert_ships_what_booted, boot_on_qemu_defaults, h2k, link_or_copy, sha256
 
 pytestmark = pytest.mark.slow
 
@@ -50,13 +50,14 @@ def test_real_debian_guest_boots_on_virtio_after_migration(migrated):
     assert any(c["fixer"] == "linux.initramfs" for c in report["changes"])
     assert report["inspection"]["distro"] == "debian" and report["inspection"]["linux"]["init"] == "systemd"
     assert boot["machine"]["nics"] == [{"mac": guest.mac, "port": 1}] and boot["reboots"] == 0
+    assert_ships_what_booted(report)
 
 
 def test_real_debian_guest_gets_its_address_on_another_placement_with_a_new_mac(migrated, tmp_path):
     """QEMU's default `pc` machine puts the NIC at 00:03.0, where its predictable name would be ens3:
     the udev rule still names it as its config says."""
     output = migrated[1]["outputs"][0]["path"]
-    text = boot_on_qemu_defaults(output, tmp_path / "elsewhere", timeout=900)
+    text = boot_on_qemu_defaults([output], tmp_path / "elsewhere", timeout=900)
     assert boot_console.classify(text) is not None and boot_console.classify(text).kind == "login", text[-3000:]
     assert (boot_console.dhcp_address(text) or "").startswith("10.0.2."), text[-3000:]
 

@@ -14,7 +14,7 @@ from h2k_tasks.boot_test import boot_test
 from h2k_tasks.machine import plain
 from tests.builders.debian_uefi_guest import build_uefi_guest
 from tests.builders.vmware import write_vmx
-from tests.support import boot_on_qemu_defaults, h2k, link_or_copy
+from tests.support import assert_ships_what_booted, boot_on_qemu_defaults, h2k, link_or_copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -53,10 +53,11 @@ def test_migrated_guest_boots_on_virtio_with_its_static_address(guest, migrated)
             f"/etc/NetworkManager/system-connections/{guest.interface}.nmconnection"} <= changed
     dom = ET.parse(migrated["domain_xml"]).getroot()
     assert dom.find("os").get("firmware") == "efi"
+    assert_ships_what_booted(migrated)
 
 
 def test_migrated_guest_keeps_its_static_address_on_another_placement_with_a_new_mac(guest, migrated, tmp_path):
-    text = boot_on_qemu_defaults(migrated["outputs"][0]["path"], tmp_path / "elsewhere", timeout=900, firmware="efi")
+    text = boot_on_qemu_defaults([migrated["outputs"][0]["path"]], tmp_path / "elsewhere", timeout=900, firmware="efi")
     assert " login:" in text and f"IPv4: {guest.address}" in text, text[-3000:]
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from h2k_planner.models import Nic
 from h2k_tasks.fixers.guestfiles import listdir
-from h2k_tasks.fixers.linux import network
+from h2k_tasks.fixers.linux import network, nicnames
 from tests.linux_guests import open_guest
 
 M1, M2, M3 = "00:50:56:8a:00:01", "00:50:56:8a:00:02", "00:50:56:8a:00:03"
@@ -176,7 +176,7 @@ def test_systemd_networkd_matched_by_mac_only(guest):
                         f"{ND}/10-b.network": f"[Match]\nMACAddress={M1}\n\n[Network]\nAddress=192.0.2.9/24\n"})
     assert guest.read(f"{ND}/10-a.network") == "[Match]\nName=enp2s0\n\n[Network]\nDHCP=ipv4\n"
     assert guest.read(f"{ND}/10-b.network") == "[Match]\nName=enp1s0\n\n[Network]\nAddress=192.0.2.9/24\n"
-    assert f"{M1}) echo enp1s0;" in guest.read("/etc/udev/h2k-nic-name")
+    assert f"{M1}) echo enp1s0;" in guest.read(nicnames.SCRIPT)
     assert any("matched by MAC only" in n for n in notes), notes
 
 

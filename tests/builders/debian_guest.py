@@ -61,6 +61,21 @@ FILES = {
     "etc/dpkg/dpkg.cfg.d/h2k-nodoc": ("path-exclude /usr/share/doc/*\npath-exclude /usr/share/man/*\n"
                                       "path-exclude /usr/share/locale/*\npath-exclude /usr/share/info/*\n"),
 }
+# For the guests whose console must show more than the login prompt: before it, the SELinux mode, whether
+# a relabel is pending, and `ip -br -4 addr` ("h2k-facts: <name> <state> <address>" per interface).
+FACTS_SCRIPT = "usr/local/sbin/h2k-facts"
+FACTS_FILES = {
+    "etc/systemd/system/h2k-facts.service": (
+        "[Unit]\nDescription=Print the SELinux mode and the addresses to the console\n"
+        "Wants=network-online.target\nAfter=network-online.target\nBefore=serial-getty@ttyS0.service getty.target\n\n"
+        f"[Service]\nType=oneshot\nStandardOutput=journal+console\nExecStart=/{FACTS_SCRIPT}\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"),
+    FACTS_SCRIPT: (
+        "#!/bin/sh\n"
+        "command -v getenforce >/dev/null && echo \"h2k-facts: selinux=$(getenforce) "
+        "relabel=$(test -e /.autorelabel && echo pending || echo none)\"\n"
+        "ip -br -4 addr | sed 's/^/h2k-facts: /'\n"),
+}
 PRUNED_PATHS = ["usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info", "var/cache/apt",
                 "var/lib/apt/lists"]
 RECIPE = {"version": 1, "mirror": MIRROR, "suite": SUITE, "packages": PACKAGES, "mac": MAC,
@@ -108,26 +123,28 @@ def _build_into(cache_dir: str, final: str) -> None:
         debootstrap(root, PACKAGES)
         kernel = configure(root, FILES)
         modules = initramfs_listing(root, kernel, ["ata_piix", "ahci", "vmw_pvscsi", "ext4"])
-        publish(work, root, _make_disk, final, {
+        publish(work, root, lambda tarball, raws: install_on_mbr(tarball, raws, DISK_SIZE, ROOT_DEVICE), final, {
             "vmdk": "debian12.vmdk", "mac": MAC, "interface": INTERFACE, "root_device": ROOT_DEVICE,
             "hostname": HOSTNAME, "kernel": kernel, "firmware": "bios", "initramfs_modules": modules,
-            "virtual_size": DISK_SIZE})
+            "virtual_size": DISK_SIZE}, ["debian12.vmdk"])
     finally:
         remove_tree(work)
 
 
-def publish(work: str, root: str, make_disk, final: str, facts: dict) -> None:
-    """Put the configured tree `root` on a raw disk (`make_disk(tarball, raw)`), convert it to the VMDK
-    `facts["vmdk"]` beside `facts.json`, and publish the directory at `final` (an atomic rename)."""
+def publish(work: str, root: str, make_disk, final: str, facts: dict, vmdks: list[str]) -> None:
+    """Put the configured tree `root` on raw disks (`make_disk(tarball, raws)`, one raw per name in
+    `vmdks`), convert them to those VMDKs beside `facts.json`, and publish the directory at `final`
+    (an atomic rename)."""
     tarball = os.path.join(work, "rootfs.tar")
     subprocess.run(["tar", "-C", root, "--numeric-owner", "-cf", tarball, "."], check=True)
     remove_tree(root)
-    raw = os.path.join(work, "disk.raw")
-    make_disk(tarball, raw)
+    raws = [os.path.join(work, f"disk{n}.raw") for n in range(len(vmdks))]
+    make_disk(tarball, raws)
     out = os.path.join(work, "out")
     os.mkdir(out)
-    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "adapter_type=lsilogic",
-                    raw, os.path.join(out, facts["vmdk"])], check=True)
+    for raw, vmdk in zip(raws, vmdks):
+        subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "adapter_type=lsilogic",
+                        raw, os.path.join(out, vmdk)], check=True)
     with open(os.path.join(out, "facts.json"), "w") as f:
         json.dump(facts, f, indent=1)
     os.rename(out, final)
@@ -178,9 +195,12 @@ def initramfs_listing(root: str, kernel: str, required: list[str]) -> list[str]:
     return modules
 
 
-def _make_disk(tarball: str, raw: str) -> None:
+def install_on_mbr(tarball: str, raws: list[str], size: int, root_device: str) -> None:
+    """The tree in `tarball` on one MBR disk `raws[0]` of `size` bytes: ext4 on its first partition, GRUB
+    in its MBR, grub.cfg booting `root=root_device` (the name the guest has on VMware)."""
+    (raw,) = raws
     with open(raw, "wb") as f:
-        f.truncate(DISK_SIZE)
+        f.truncate(size)
     g = open_session([(raw, "raw")], readonly=False).g
     try:
         g.part_init("/dev/sda", "msdos")
@@ -190,14 +210,14 @@ def _make_disk(tarball: str, raw: str) -> None:
         g.mount("/dev/sda1", "/")
         g.tar_in(tarball, "/")
         # Inside the appliance the kernel may name this disk sdb (the appliance's own disk taking
-        # sda), so grub is installed on whatever disk holds / there, and grub.cfg names /dev/sda1 as
-        # the guest will see it on its first controller.
+        # sda), so grub is installed on whatever disk holds / there, and grub.cfg names the root
+        # device as the guest will see it on its first controller.
         disk = g.command(["sh", "-c", 'lsblk -no PKNAME "$(findmnt -no SOURCE /)"']).strip()
         g.command(["grub-install", "--target=i386-pc", f"/dev/{disk}"])
         g.command(["update-grub"])
-        grub_cfg = re.sub(rf"root=/dev/{disk}1 ", f"root={ROOT_DEVICE} ", g.cat("/boot/grub/grub.cfg"))
-        if f"root={ROOT_DEVICE} " not in grub_cfg:
-            raise RuntimeError(f"grub.cfg does not boot root={ROOT_DEVICE}")
+        grub_cfg = re.sub(rf"root=/dev/{disk}1 ", f"root={root_device} ", g.cat("/boot/grub/grub.cfg"))
+        if f"root={root_device} " not in grub_cfg:
+            raise RuntimeError(f"grub.cfg does not boot root={root_device}")
         g.write("/boot/grub/grub.cfg", grub_cfg)
         g.umount_all()
         g.shutdown()

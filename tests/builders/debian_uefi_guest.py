@@ -99,12 +99,13 @@ def _build_into(final: str) -> None:
         initramfs_listing(root, kernel, ["vmw_pvscsi", "ahci", "xfs", "dm-mod"])
         publish(work, root, _make_disk, final, {
             "vmdk": f"{NAME}.vmdk", "mac": MAC, "interface": INTERFACE, "address": ADDRESS, "hostname": HOSTNAME,
-            "kernel": kernel, "firmware": "efi", "virtual_size": DISK_SIZE})
+            "kernel": kernel, "firmware": "efi", "virtual_size": DISK_SIZE}, [f"{NAME}.vmdk"])
     finally:
         remove_tree(work)
 
 
-def _make_disk(tarball: str, raw: str) -> None:
+def _make_disk(tarball: str, raws: list[str]) -> None:
+    (raw,) = raws
     with open(raw, "wb") as f:
         f.truncate(DISK_SIZE)
     g = open_session([(raw, "raw")], readonly=False).g

@@ -63,14 +63,15 @@ def _disk_layers(tmp: str, n: int, spec: DiskSpec, hostname: str, mac: str) -> l
 
 
 def write_vmx(path: str, name: str, disks: list[tuple[str, int, int, str]], mac: str,
-              firmware: str = "bios", memsize: int = 512, cpus: int = 1) -> None:
-    """A .vmx for `disks` given as (bus, controller, unit, vmdk file name)."""
+              firmware: str = "bios", memsize: int = 512, cpus: int = 1, hdd_order: str | None = None) -> None:
+    """A .vmx for `disks` given as (bus, controller, unit, vmdk file name); `hdd_order` is the BIOS's
+    disk boot order (`bios.hddOrder`, e.g. "scsi0:1")."""
     lines = [
         '.encoding = "UTF-8"', 'config.version = "8"', 'virtualHW.version = "19"',
         f'displayName = "{name}"', 'guestOS = "debian12-64"', f'memsize = "{memsize}"',
         f'numvcpus = "{cpus}"', f'firmware = "{firmware}"',
         'uuid.bios = "56 4d 12 34 56 78 9a bc-de f0 12 34 56 78 9a bc"',
-    ]
+    ] + ([f'bios.hddOrder = "{hdd_order}"'] if hdd_order else [])
     controllers = sorted({(bus, ctl) for bus, ctl, _, _ in disks})
     for bus, ctl in controllers:
         lines.append(f'{bus}{ctl}.present = "TRUE"')

@@ -4,7 +4,7 @@ The network fixer renames the guest's NICs to the names they get on the shipped 
 (h2k_tasks/machine.py pins each NIC's PCI address: the n-th on bus n+1, `enp<n+1>s0`). Another
 placement (a hand-written domain, another libvirt, OpenStack, Proxmox, plain QEMU) or a new MAC
 would give the NIC another predictable name and leave its configuration on no interface. So the
-guest names them itself: `/etc/udev/rules.d/70-h2k-net-names.rules` runs `/etc/udev/h2k-nic-name`
+guest names them itself: `/etc/udev/rules.d/70-h2k-net-names.rules` runs `/usr/lib/udev/h2k-nic-name`
 for every virtio-net interface the kernel adds, and the script prints its name: the one of the
 source VM's NIC whose MAC it kept, else the one of its position among the virtio-net PCI functions
 in PCI address order (the order the NICs are declared in, with any tool that places them in order).
@@ -16,7 +16,8 @@ claim one name; udev then keeps the second one's kernel name).
 from __future__ import annotations
 
 RULE = "/etc/udev/rules.d/70-h2k-net-names.rules"
-SCRIPT = "/etc/udev/h2k-nic-name"
+# Beside udev's own helpers: an SELinux policy lets udev run programs there (bin_t), not from /etc (etc_t).
+SCRIPT = "/usr/lib/udev/h2k-nic-name"
 # virtio-net: the transitional (0x1000) and modern (0x1041) PCI device ids of vendor 0x1af4
 VIRTIO_NET_IDS = ("0x1000", "0x1041")
 

@@ -1,0 +1,107 @@
+"""A real Debian 12 guest configured by netplan, with a VLAN on its NIC, as VMware leaves one.
+
+Built with debootstrap like tests/builders/debian_guest.py, on one MBR disk (`/dev/sda1`, ext4, GRUB
+in the MBR). netplan (renderer networkd) names the NIC: ethernet `lan` matched by the VMware MAC with
+`set-name: ens192`, DHCP; VLAN `vlan100` (id 100, link `lan`) with a static address. The initramfs holds
+the VMware drivers only: no virtio. Before the login prompt, `h2k-facts.service`
+(debian_guest.FACTS_FILES) prints each interface's state and address to the console.
+Cached like the BIOS guest, under a hash of this recipe.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+
+import yaml
+
+from tests.builders.cache import cache_dir, locked
+from tests.builders.debian_guest import (FACTS_FILES, FACTS_SCRIPT, INITRAMFS_MODULES, MIRROR, PRUNED_MODULES,
+                                         PRUNED_PATHS, SUITE, configure, debootstrap, install_on_mbr,
+                                         initramfs_listing, publish, remove_tree)
+
+NAME = "debian12-netplan-vlan"
+PACKAGES = ["linux-image-amd64", "grub-pc", "systemd", "systemd-sysv", "udev", "kmod", "initramfs-tools",
+            "iproute2", "netplan.io", "open-vm-tools"]
+MAC = "00:50:56:8a:3c:04"
+INTERFACE = "ens192"
+VLAN, VLAN_ADDRESS = "vlan100", "192.168.100.10"
+HOSTNAME = "h2k-deb12-netplan"
+ROOT_DEVICE = "/dev/sda1"
+DISK_SIZE = 2 * 1024**3
+NETPLAN = "etc/netplan/50-vmware.yaml"
+NETPLAN_DOC = {"network": {
+    "version": 2, "renderer": "networkd",
+    "ethernets": {"lan": {"match": {"macaddress": MAC}, "set-name": INTERFACE, "dhcp4": True}},
+    "vlans": {VLAN: {"id": 100, "link": "lan", "addresses": [f"{VLAN_ADDRESS}/24"]}}}}
+FILES = {
+    "etc/hostname": f"{HOSTNAME}\n",
+    "etc/hosts": f"127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n",
+    "etc/fstab": f"{ROOT_DEVICE}\t/\text4\terrors=remount-ro\t0\t1\n",
+    NETPLAN: yaml.safe_dump(NETPLAN_DOC, sort_keys=False),
+    **FACTS_FILES,
+    "etc/issue": "Debian GNU/Linux 12 \\n \\l\n\n",
+    "etc/machine-id": "",
+    "etc/initramfs-tools/modules": "\n".join(INITRAMFS_MODULES) + "\n",
+    "etc/initramfs-tools/conf.d/h2k-modules": "MODULES=list\n",
+    "etc/default/grub": ('GRUB_DEFAULT=0\nGRUB_TIMEOUT=1\nGRUB_DISTRIBUTOR=Debian\nGRUB_TERMINAL=console\n'
+                         'GRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200"\n'
+                         'GRUB_DISABLE_LINUX_UUID=true\nGRUB_DISABLE_RECOVERY=true\n'),
+    "etc/dpkg/dpkg.cfg.d/h2k-nodoc": ("path-exclude /usr/share/doc/*\npath-exclude /usr/share/man/*\n"
+                                      "path-exclude /usr/share/locale/*\npath-exclude /usr/share/info/*\n"),
+}
+UNITS = ["systemd-networkd.service", "systemd-networkd-wait-online.service", "h2k-facts.service"]
+RECIPE = {"version": 1, "name": NAME, "mirror": MIRROR, "suite": SUITE, "packages": PACKAGES, "mac": MAC,
+          "disk_size": DISK_SIZE, "modules": INITRAMFS_MODULES, "pruned_modules": PRUNED_MODULES,
+          "files": FILES, "units": UNITS, "pruned_paths": PRUNED_PATHS}
+
+
+@dataclasses.dataclass(frozen=True)
+class NetplanGuest:
+    vmdk: str
+    mac: str
+    interface: str
+    vlan: str
+    vlan_address: str
+    netplan: str  # the netplan file's path in the guest
+    hostname: str
+    kernel: str
+    firmware: str
+
+
+def build_netplan_guest() -> NetplanGuest:
+    """The cached guest, building it first if this machine has none (minutes, once)."""
+    key = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:16]
+    final = os.path.join(str(cache_dir()), f"{NAME}-{key}")
+    with locked(NAME):
+        if not os.path.exists(os.path.join(final, "facts.json")):
+            for name in os.listdir(cache_dir()):  # left by a build that was killed: we hold the lock
+                if name.startswith(f".build-{NAME}-"):
+                    remove_tree(os.path.join(cache_dir(), name))
+            _build_into(final)
+    with open(os.path.join(final, "facts.json")) as f:
+        facts = json.load(f)
+    return NetplanGuest(vmdk=os.path.join(final, facts.pop("vmdk")), **facts)
+
+
+def _build_into(final: str) -> None:
+    work = tempfile.mkdtemp(prefix=f".build-{NAME}-", dir=cache_dir())
+    root = os.path.join(work, "root")
+    try:
+        debootstrap(root, PACKAGES)
+        kernel = configure(root, FILES, private=(NETPLAN,))
+        os.chmod(os.path.join(root, FACTS_SCRIPT), 0o755)
+        subprocess.run(["chroot", root, "systemctl", "enable", *UNITS], check=True, capture_output=True)
+        initramfs_listing(root, kernel, ["vmw_pvscsi", "ahci", "ext4"])
+        publish(work, root, lambda tarball, raws: install_on_mbr(tarball, raws, DISK_SIZE, ROOT_DEVICE), final, {
+            "vmdk": f"{NAME}.vmdk", "mac": MAC, "interface": INTERFACE, "vlan": VLAN, "vlan_address": VLAN_ADDRESS,
+            "netplan": f"/{NETPLAN}", "hostname": HOSTNAME, "kernel": kernel, "firmware": "bios"}, [f"{NAME}.vmdk"])
+    finally:
+        remove_tree(work)
+
+
+if __name__ == "__main__":
+    print(json.dumps(dataclasses.asdict(build_netplan_guest()), indent=1))
