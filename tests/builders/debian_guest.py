@@ -97,38 +97,41 @@ class DebianGuest:
     virtual_size: int
 
 
-def recipe_key() -> str:
-    return hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:16]
+def cached_guest(name: str, recipe: dict, build) -> tuple[str, dict]:
+    """The cache directory and facts of the guest `name` made by `recipe`, building it first if this machine
+    has none: `build(work, root, final)` debootstraps into `root` under the scratch directory `work` and
+    publishes `final` (see publish()). One build at a time per guest, under a lock."""
+    cache = str(cache_dir())
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    final = os.path.join(cache, f"{name}-{key}")
+    with locked(name):
+        if not os.path.exists(os.path.join(final, "facts.json")):
+            for entry in os.listdir(cache):  # left by a build that was killed: we hold the lock
+                if entry.startswith(f".build-{name}-"):
+                    remove_tree(os.path.join(cache, entry))
+            work = tempfile.mkdtemp(prefix=f".build-{name}-", dir=cache)
+            try:
+                build(work, os.path.join(work, "root"), final)
+            finally:
+                remove_tree(work)
+    with open(os.path.join(final, "facts.json")) as f:
+        return final, json.load(f)
 
 
 def build_debian_guest() -> DebianGuest:
     """The cached guest, building it first if this machine has none (takes minutes, once)."""
-    cache = str(cache_dir())
-    final = os.path.join(cache, f"debian12-vmware-{recipe_key()}")
-    with locked("debian12"):
-        if not os.path.exists(os.path.join(final, "facts.json")):
-            for name in os.listdir(cache):  # left by a build that was killed: we hold the lock
-                if name.startswith(".build-debian12-"):
-                    remove_tree(os.path.join(cache, name))
-            _build_into(cache, final)
-    with open(os.path.join(final, "facts.json")) as f:
-        facts = json.load(f)
+    final, facts = cached_guest("debian12-vmware", RECIPE, _build)
     return DebianGuest(vmdk=os.path.join(final, facts.pop("vmdk")), **facts)
 
 
-def _build_into(cache_dir: str, final: str) -> None:
-    work = tempfile.mkdtemp(prefix=".build-debian12-", dir=cache_dir)
-    root = os.path.join(work, "root")
-    try:
-        debootstrap(root, PACKAGES)
-        kernel = configure(root, FILES)
-        modules = initramfs_listing(root, kernel, ["ata_piix", "ahci", "vmw_pvscsi", "ext4"])
-        publish(work, root, lambda tarball, raws: install_on_mbr(tarball, raws, DISK_SIZE, ROOT_DEVICE), final, {
-            "vmdk": "debian12.vmdk", "mac": MAC, "interface": INTERFACE, "root_device": ROOT_DEVICE,
-            "hostname": HOSTNAME, "kernel": kernel, "firmware": "bios", "initramfs_modules": modules,
-            "virtual_size": DISK_SIZE}, ["debian12.vmdk"])
-    finally:
-        remove_tree(work)
+def _build(work: str, root: str, final: str) -> None:
+    debootstrap(root, PACKAGES)
+    kernel = configure(root, FILES)
+    modules = initramfs_listing(root, kernel, ["ata_piix", "ahci", "vmw_pvscsi", "ext4"])
+    publish(work, root, lambda tarball, raws: install_on_mbr(tarball, raws, DISK_SIZE, ROOT_DEVICE), final, {
+        "vmdk": "debian12.vmdk", "mac": MAC, "interface": INTERFACE, "root_device": ROOT_DEVICE,
+        "hostname": HOSTNAME, "kernel": kernel, "firmware": "bios", "initramfs_modules": modules,
+        "virtual_size": DISK_SIZE}, ["debian12.vmdk"])
 
 
 def publish(work: str, root: str, make_disk, final: str, facts: dict, vmdks: list[str]) -> None:
@@ -164,13 +167,14 @@ def debootstrap(root: str, packages: list[str]) -> None:
 
 
 def configure(root: str, files: dict[str, str], private: tuple[str, ...] = ()) -> str:
-    """Make the tree look like a VMware guest (`private` files mode 0600); return its kernel version."""
+    """Make the tree look like a VMware guest (`private` files mode 0600, programs in usr/local/sbin 0755);
+    return its kernel version."""
     for rel, content in files.items():
         path = os.path.join(root, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             f.write(content)
-        os.chmod(path, 0o600 if rel in private else 0o644)
+        os.chmod(path, 0o600 if rel in private else 0o755 if rel.startswith("usr/local/sbin/") else 0o644)
     for rel in PRUNED_PATHS:
         _empty_dir(os.path.join(root, rel))
     (kernel,) = os.listdir(os.path.join(root, "usr/lib/modules"))

@@ -10,18 +10,15 @@ Cached like the BIOS guest, under a hash of this recipe.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import subprocess
-import tempfile
 
 import yaml
 
-from tests.builders.cache import cache_dir, locked
-from tests.builders.debian_guest import (FACTS_FILES, FACTS_SCRIPT, INITRAMFS_MODULES, MIRROR, PRUNED_MODULES,
-                                         PRUNED_PATHS, SUITE, configure, debootstrap, install_on_mbr,
-                                         initramfs_listing, publish, remove_tree)
+from tests.builders.debian_guest import (FACTS_FILES, INITRAMFS_MODULES, MIRROR, PRUNED_MODULES,
+                                         PRUNED_PATHS, SUITE, cached_guest, configure, debootstrap, install_on_mbr,
+                                         initramfs_listing, publish)
 
 NAME = "debian12-netplan-vlan"
 PACKAGES = ["linux-image-amd64", "grub-pc", "systemd", "systemd-sysv", "udev", "kmod", "initramfs-tools",
@@ -74,33 +71,18 @@ class NetplanGuest:
 
 def build_netplan_guest() -> NetplanGuest:
     """The cached guest, building it first if this machine has none (minutes, once)."""
-    key = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:16]
-    final = os.path.join(str(cache_dir()), f"{NAME}-{key}")
-    with locked(NAME):
-        if not os.path.exists(os.path.join(final, "facts.json")):
-            for name in os.listdir(cache_dir()):  # left by a build that was killed: we hold the lock
-                if name.startswith(f".build-{NAME}-"):
-                    remove_tree(os.path.join(cache_dir(), name))
-            _build_into(final)
-    with open(os.path.join(final, "facts.json")) as f:
-        facts = json.load(f)
+    final, facts = cached_guest(NAME, RECIPE, _build)
     return NetplanGuest(vmdk=os.path.join(final, facts.pop("vmdk")), **facts)
 
 
-def _build_into(final: str) -> None:
-    work = tempfile.mkdtemp(prefix=f".build-{NAME}-", dir=cache_dir())
-    root = os.path.join(work, "root")
-    try:
-        debootstrap(root, PACKAGES)
-        kernel = configure(root, FILES, private=(NETPLAN,))
-        os.chmod(os.path.join(root, FACTS_SCRIPT), 0o755)
-        subprocess.run(["chroot", root, "systemctl", "enable", *UNITS], check=True, capture_output=True)
-        initramfs_listing(root, kernel, ["vmw_pvscsi", "ahci", "ext4"])
-        publish(work, root, lambda tarball, raws: install_on_mbr(tarball, raws, DISK_SIZE, ROOT_DEVICE), final, {
-            "vmdk": f"{NAME}.vmdk", "mac": MAC, "interface": INTERFACE, "vlan": VLAN, "vlan_address": VLAN_ADDRESS,
-            "netplan": f"/{NETPLAN}", "hostname": HOSTNAME, "kernel": kernel, "firmware": "bios"}, [f"{NAME}.vmdk"])
-    finally:
-        remove_tree(work)
+def _build(work: str, root: str, final: str) -> None:
+    debootstrap(root, PACKAGES)
+    kernel = configure(root, FILES, private=(NETPLAN,))
+    subprocess.run(["chroot", root, "systemctl", "enable", *UNITS], check=True, capture_output=True)
+    initramfs_listing(root, kernel, ["vmw_pvscsi", "ahci", "ext4"])
+    publish(work, root, lambda tarball, raws: install_on_mbr(tarball, raws, DISK_SIZE, ROOT_DEVICE), final, {
+        "vmdk": f"{NAME}.vmdk", "mac": MAC, "interface": INTERFACE, "vlan": VLAN, "vlan_address": VLAN_ADDRESS,
+        "netplan": f"/{NETPLAN}", "hostname": HOSTNAME, "kernel": kernel, "firmware": "bios"}, [f"{NAME}.vmdk"])
 
 
 if __name__ == "__main__":

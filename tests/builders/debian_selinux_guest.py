@@ -17,18 +17,14 @@ Cached like the BIOS guest, under a hash of this recipe.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
 import subprocess
-import tempfile
 
 from h2k_tasks.appliance import open_session
-from tests.builders.cache import cache_dir, locked
-from tests.builders.debian_guest import (FACTS_FILES, FACTS_SCRIPT, INITRAMFS_MODULES, MIRROR, PRUNED_MODULES,
-                                         PRUNED_PATHS, SUITE, configure, debootstrap, initramfs_listing, publish,
-                                         remove_tree)
+from tests.builders.debian_guest import (FACTS_FILES, INITRAMFS_MODULES, MIRROR, PRUNED_MODULES,
+                                         PRUNED_PATHS, SUITE, cached_guest, configure, debootstrap, initramfs_listing, publish)
 
 NAME = "debian12-selinux-2disk"
 PACKAGES = ["linux-image-amd64", "grub-pc", "systemd", "systemd-sysv", "udev", "kmod", "initramfs-tools",
@@ -76,34 +72,19 @@ class SelinuxGuest:
 
 def build_selinux_guest() -> SelinuxGuest:
     """The cached guest, building it first if this machine has none (minutes, once)."""
-    key = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:16]
-    final = os.path.join(str(cache_dir()), f"{NAME}-{key}")
-    with locked(NAME):
-        if not os.path.exists(os.path.join(final, "facts.json")):
-            for name in os.listdir(cache_dir()):  # left by a build that was killed: we hold the lock
-                if name.startswith(f".build-{NAME}-"):
-                    remove_tree(os.path.join(cache_dir(), name))
-            _build_into(final)
-    with open(os.path.join(final, "facts.json")) as f:
-        facts = json.load(f)
+    final, facts = cached_guest(NAME, RECIPE, _build)
     return SelinuxGuest(vmdks=[os.path.join(final, v) for v in facts.pop("vmdks")], **facts)
 
 
-def _build_into(final: str) -> None:
-    work = tempfile.mkdtemp(prefix=f".build-{NAME}-", dir=cache_dir())
-    root = os.path.join(work, "root")
-    try:
-        debootstrap(root, PACKAGES)
-        kernel = configure(root, FILES)
-        os.chmod(os.path.join(root, FACTS_SCRIPT), 0o755)
-        subprocess.run(["chroot", root, "systemctl", "enable", *UNITS], check=True, capture_output=True)
-        initramfs_listing(root, kernel, ["vmw_pvscsi", "ahci", "ext4"])
-        vmdks = [f"{NAME}-root.vmdk", f"{NAME}-boot.vmdk"]
-        publish(work, root, _make_disks, final, {
-            "vmdks": vmdks, "mac": MAC, "interface": INTERFACE, "hostname": HOSTNAME, "kernel": kernel,
-            "firmware": "bios"}, vmdks)
-    finally:
-        remove_tree(work)
+def _build(work: str, root: str, final: str) -> None:
+    debootstrap(root, PACKAGES)
+    kernel = configure(root, FILES)
+    subprocess.run(["chroot", root, "systemctl", "enable", *UNITS], check=True, capture_output=True)
+    initramfs_listing(root, kernel, ["vmw_pvscsi", "ahci", "ext4"])
+    vmdks = [f"{NAME}-root.vmdk", f"{NAME}-boot.vmdk"]
+    publish(work, root, _make_disks, final, {
+        "vmdks": vmdks, "mac": MAC, "interface": INTERFACE, "hostname": HOSTNAME, "kernel": kernel,
+        "firmware": "bios"}, vmdks)
 
 
 def _make_disks(tarball: str, raws: list[str]) -> None:

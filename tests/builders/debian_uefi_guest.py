@@ -16,15 +16,12 @@ Cached like the BIOS guest, under a hash of this recipe.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import tempfile
 
 from h2k_tasks.appliance import open_session
-from tests.builders.cache import cache_dir, locked
 from tests.builders.debian_guest import (INITRAMFS_MODULES, MIRROR, PRUNED_MODULES, PRUNED_PATHS, SUITE,
-                                         configure, debootstrap, initramfs_listing, publish, remove_tree)
+                                         cached_guest, configure, debootstrap, initramfs_listing, publish)
 
 NAME = "debian12-uefi-lvm"
 PACKAGES = ["linux-image-amd64", "grub-efi-amd64", "systemd", "systemd-sysv", "udev", "kmod", "initramfs-tools",
@@ -77,31 +74,17 @@ class UefiGuest:
 
 def build_uefi_guest() -> UefiGuest:
     """The cached guest, building it first if this machine has none (minutes, once)."""
-    key = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:16]
-    final = os.path.join(str(cache_dir()), f"{NAME}-{key}")
-    with locked(NAME):
-        if not os.path.exists(os.path.join(final, "facts.json")):
-            for name in os.listdir(cache_dir()):  # left by a build that was killed: we hold the lock
-                if name.startswith(f".build-{NAME}-"):
-                    remove_tree(os.path.join(cache_dir(), name))
-            _build_into(final)
-    with open(os.path.join(final, "facts.json")) as f:
-        facts = json.load(f)
+    final, facts = cached_guest(NAME, RECIPE, _build)
     return UefiGuest(vmdk=os.path.join(final, facts.pop("vmdk")), **facts)
 
 
-def _build_into(final: str) -> None:
-    work = tempfile.mkdtemp(prefix=f".build-{NAME}-", dir=cache_dir())
-    root = os.path.join(work, "root")
-    try:
-        debootstrap(root, PACKAGES)
-        kernel = configure(root, FILES, private=(KEYFILE,))
-        initramfs_listing(root, kernel, ["vmw_pvscsi", "ahci", "xfs", "dm-mod"])
-        publish(work, root, _make_disk, final, {
-            "vmdk": f"{NAME}.vmdk", "mac": MAC, "interface": INTERFACE, "address": ADDRESS, "hostname": HOSTNAME,
-            "kernel": kernel, "firmware": "efi", "virtual_size": DISK_SIZE}, [f"{NAME}.vmdk"])
-    finally:
-        remove_tree(work)
+def _build(work: str, root: str, final: str) -> None:
+    debootstrap(root, PACKAGES)
+    kernel = configure(root, FILES, private=(KEYFILE,))
+    initramfs_listing(root, kernel, ["vmw_pvscsi", "ahci", "xfs", "dm-mod"])
+    publish(work, root, _make_disk, final, {
+        "vmdk": f"{NAME}.vmdk", "mac": MAC, "interface": INTERFACE, "address": ADDRESS, "hostname": HOSTNAME,
+        "kernel": kernel, "firmware": "efi", "virtual_size": DISK_SIZE}, [f"{NAME}.vmdk"])
 
 
 def _make_disk(tarball: str, raws: list[str]) -> None:

@@ -16,7 +16,7 @@ claim one name; udev then keeps the second one's kernel name).
 from __future__ import annotations
 
 RULE = "/etc/udev/rules.d/70-h2k-net-names.rules"
-# Beside udev's own helpers: an SELinux policy lets udev run programs there (bin_t), not from /etc (etc_t).
+# Beside udev's own helpers, where an SELinux policy labels it bin_t (executable); /etc would make it etc_t.
 SCRIPT = "/usr/lib/udev/h2k-nic-name"
 # virtio-net: the transitional (0x1000) and modern (0x1041) PCI device ids of vendor 0x1af4
 VIRTIO_NET_IDS = ("0x1000", "0x1041")
