@@ -41,9 +41,30 @@ INITRAMFS_MODULES = ["vmw_pvscsi", "mptspi", "mptsas", "ahci", "ata_piix", "ata_
 PRUNED_MODULES = ["drivers/gpu", "drivers/media", "drivers/net/wireless", "drivers/infiniband",
                   "drivers/bluetooth", "drivers/staging", "drivers/isdn", "drivers/iio", "drivers/comedi",
                   "sound", "net/wireless", "net/mac80211", "net/bluetooth"]
+
+
+def guest_files(hostname: str, modules: list[str], cmdline: str = "", uuid_in_grub: bool = False,
+                issue_address: bool = True) -> dict[str, str]:
+    """The files every test guest has as VMware leaves it: its name, an initramfs holding `modules` only
+    (`MODULES=list`), GRUB on the serial console (plus `cmdline`; `GRUB_DISABLE_LINUX_UUID=true` unless
+    `uuid_in_grub`), `/etc/issue` printing the IPv4 address if `issue_address`, no documentation."""
+    return {
+        "etc/hostname": f"{hostname}\n",
+        "etc/hosts": f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n",
+        "etc/issue": "Debian GNU/Linux 12 \\n \\l\n" + ("IPv4: \\4\n" if issue_address else "") + "\n",
+        "etc/machine-id": "",
+        "etc/initramfs-tools/modules": "\n".join(modules) + "\n",
+        "etc/initramfs-tools/conf.d/h2k-modules": "MODULES=list\n",
+        "etc/default/grub": ('GRUB_DEFAULT=0\nGRUB_TIMEOUT=1\nGRUB_DISTRIBUTOR=Debian\nGRUB_TERMINAL=console\n'
+                             f'GRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200{cmdline}"\n'
+                             + ("" if uuid_in_grub else "GRUB_DISABLE_LINUX_UUID=true\n") + "GRUB_DISABLE_RECOVERY=true\n"),
+        "etc/dpkg/dpkg.cfg.d/h2k-nodoc": ("path-exclude /usr/share/doc/*\npath-exclude /usr/share/man/*\n"
+                                          "path-exclude /usr/share/locale/*\npath-exclude /usr/share/info/*\n"),
+    }
+
+
 FILES = {
-    "etc/hostname": f"{HOSTNAME}\n",
-    "etc/hosts": f"127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n",
+    **guest_files(HOSTNAME, INITRAMFS_MODULES),
     "etc/fstab": f"{ROOT_DEVICE}\t/\text4\terrors=remount-ro\t0\t1\n",
     "etc/network/interfaces": ("source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\n"
                                f"auto {INTERFACE}\niface {INTERFACE} inet dhcp\n"),
@@ -51,15 +72,6 @@ FILES = {
     # The login prompt comes after DHCP, so the address that /etc/issue prints is the leased one.
     "etc/systemd/system/serial-getty@ttyS0.service.d/h2k-after-network.conf":
         "[Unit]\nWants=network-online.target\nAfter=network-online.target\n",
-    "etc/issue": "Debian GNU/Linux 12 \\n \\l\nIPv4: \\4\n\n",
-    "etc/machine-id": "",
-    "etc/initramfs-tools/modules": "\n".join(INITRAMFS_MODULES) + "\n",
-    "etc/initramfs-tools/conf.d/h2k-modules": "MODULES=list\n",
-    "etc/default/grub": ('GRUB_DEFAULT=0\nGRUB_TIMEOUT=1\nGRUB_DISTRIBUTOR=Debian\nGRUB_TERMINAL=console\n'
-                         'GRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200"\n'
-                         'GRUB_DISABLE_LINUX_UUID=true\nGRUB_DISABLE_RECOVERY=true\n'),
-    "etc/dpkg/dpkg.cfg.d/h2k-nodoc": ("path-exclude /usr/share/doc/*\npath-exclude /usr/share/man/*\n"
-                                      "path-exclude /usr/share/locale/*\npath-exclude /usr/share/info/*\n"),
 }
 # For the guests whose console must show more than the login prompt: before it, the SELinux mode, whether
 # a relabel is pending, and `ip -br -4 addr` ("h2k-facts: <name> <state> <address>" per interface).

@@ -16,9 +16,9 @@ import subprocess
 
 import yaml
 
-from tests.builders.debian_guest import (FACTS_FILES, INITRAMFS_MODULES, MIRROR, PRUNED_MODULES,
-                                         PRUNED_PATHS, SUITE, cached_guest, configure, debootstrap, install_on_mbr,
-                                         initramfs_listing, publish)
+from tests.builders.debian_guest import (FACTS_FILES, INITRAMFS_MODULES, MIRROR, PRUNED_MODULES, PRUNED_PATHS,
+                                         SUITE, cached_guest, configure, debootstrap, guest_files,
+                                         initramfs_listing, install_on_mbr, publish)
 
 NAME = "debian12-netplan-vlan"
 PACKAGES = ["linux-image-amd64", "grub-pc", "systemd", "systemd-sysv", "udev", "kmod", "initramfs-tools",
@@ -35,20 +35,10 @@ NETPLAN_DOC = {"network": {
     "ethernets": {"lan": {"match": {"macaddress": MAC}, "set-name": INTERFACE, "dhcp4": True}},
     "vlans": {VLAN: {"id": 100, "link": "lan", "addresses": [f"{VLAN_ADDRESS}/24"]}}}}
 FILES = {
-    "etc/hostname": f"{HOSTNAME}\n",
-    "etc/hosts": f"127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n",
+    **guest_files(HOSTNAME, INITRAMFS_MODULES, issue_address=False),
     "etc/fstab": f"{ROOT_DEVICE}\t/\text4\terrors=remount-ro\t0\t1\n",
     NETPLAN: yaml.safe_dump(NETPLAN_DOC, sort_keys=False),
     **FACTS_FILES,
-    "etc/issue": "Debian GNU/Linux 12 \\n \\l\n\n",
-    "etc/machine-id": "",
-    "etc/initramfs-tools/modules": "\n".join(INITRAMFS_MODULES) + "\n",
-    "etc/initramfs-tools/conf.d/h2k-modules": "MODULES=list\n",
-    "etc/default/grub": ('GRUB_DEFAULT=0\nGRUB_TIMEOUT=1\nGRUB_DISTRIBUTOR=Debian\nGRUB_TERMINAL=console\n'
-                         'GRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200"\n'
-                         'GRUB_DISABLE_LINUX_UUID=true\nGRUB_DISABLE_RECOVERY=true\n'),
-    "etc/dpkg/dpkg.cfg.d/h2k-nodoc": ("path-exclude /usr/share/doc/*\npath-exclude /usr/share/man/*\n"
-                                      "path-exclude /usr/share/locale/*\npath-exclude /usr/share/info/*\n"),
 }
 UNITS = ["systemd-networkd.service", "systemd-networkd-wait-online.service", "h2k-facts.service"]
 RECIPE = {"version": 1, "name": NAME, "mirror": MIRROR, "suite": SUITE, "packages": PACKAGES, "mac": MAC,

@@ -23,8 +23,9 @@ import re
 import subprocess
 
 from h2k_tasks.appliance import open_session
-from tests.builders.debian_guest import (FACTS_FILES, INITRAMFS_MODULES, MIRROR, PRUNED_MODULES,
-                                         PRUNED_PATHS, SUITE, cached_guest, configure, debootstrap, initramfs_listing, publish)
+from tests.builders.debian_guest import (FACTS_FILES, INITRAMFS_MODULES, MIRROR, PRUNED_MODULES, PRUNED_PATHS,
+                                         SUITE, cached_guest, configure, debootstrap, guest_files,
+                                         initramfs_listing, publish)
 
 NAME = "debian12-selinux-2disk"
 PACKAGES = ["linux-image-amd64", "grub-pc", "systemd", "systemd-sysv", "udev", "kmod", "initramfs-tools",
@@ -36,23 +37,12 @@ ROOT_DEVICE, BOOT_DEVICE = "/dev/sda1", "/dev/sdb1"
 ROOT_SIZE, BOOT_SIZE = 2 * 1024**3, 512 * 1024**2
 FILE_CONTEXTS = "/etc/selinux/default/contexts/files/file_contexts"
 FILES = {
-    "etc/hostname": f"{HOSTNAME}\n",
-    "etc/hosts": f"127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n",
+    **guest_files(HOSTNAME, INITRAMFS_MODULES, cmdline=" security=selinux"),
     "etc/fstab": f"{ROOT_DEVICE}\t/\text4\terrors=remount-ro\t0\t1\n{BOOT_DEVICE}\t/boot\text4\tdefaults\t0\t2\n",
     f"etc/systemd/network/10-{INTERFACE}.link": f"[Match]\nMACAddress={MAC}\n\n[Link]\nName={INTERFACE}\n",
     "etc/systemd/network/20-lan.network": f"[Match]\nMACAddress={MAC}\n\n[Network]\nDHCP=ipv4\n",
     **FACTS_FILES,
     "etc/selinux/config": "SELINUX=enforcing\nSELINUXTYPE=default\n",
-    "etc/issue": "Debian GNU/Linux 12 \\n \\l\nIPv4: \\4\n\n",
-    "etc/machine-id": "",
-    "etc/initramfs-tools/modules": "\n".join(INITRAMFS_MODULES) + "\n",
-    "etc/initramfs-tools/conf.d/h2k-modules": "MODULES=list\n",
-    "etc/default/grub": ('GRUB_DEFAULT=0\nGRUB_TIMEOUT=1\nGRUB_DISTRIBUTOR=Debian\nGRUB_TERMINAL=console\n'
-                         'GRUB_CMDLINE_LINUX_DEFAULT=""\n'
-                         'GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200 security=selinux"\n'
-                         'GRUB_DISABLE_LINUX_UUID=true\nGRUB_DISABLE_RECOVERY=true\n'),
-    "etc/dpkg/dpkg.cfg.d/h2k-nodoc": ("path-exclude /usr/share/doc/*\npath-exclude /usr/share/man/*\n"
-                                      "path-exclude /usr/share/locale/*\npath-exclude /usr/share/info/*\n"),
 }
 UNITS = ["systemd-networkd.service", "systemd-networkd-wait-online.service", "h2k-facts.service"]
 RECIPE = {"version": 1, "name": NAME, "mirror": MIRROR, "suite": SUITE, "packages": PACKAGES, "mac": MAC,

@@ -21,7 +21,8 @@ import os
 
 from h2k_tasks.appliance import open_session
 from tests.builders.debian_guest import (INITRAMFS_MODULES, MIRROR, PRUNED_MODULES, PRUNED_PATHS, SUITE,
-                                         cached_guest, configure, debootstrap, initramfs_listing, publish)
+                                         cached_guest, configure, debootstrap, guest_files, initramfs_listing,
+                                         publish)
 
 NAME = "debian12-uefi-lvm"
 PACKAGES = ["linux-image-amd64", "grub-efi-amd64", "systemd", "systemd-sysv", "udev", "kmod", "initramfs-tools",
@@ -35,8 +36,7 @@ ESP_MB, BOOT_MB = 64, 256
 MODULES = INITRAMFS_MODULES + ["xfs", "dm_mod"]
 KEYFILE = f"etc/NetworkManager/system-connections/{INTERFACE}.nmconnection"
 FILES = {
-    "etc/hostname": f"{HOSTNAME}\n",
-    "etc/hosts": f"127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n",
+    **guest_files(HOSTNAME, MODULES, uuid_in_grub=True),
     "etc/fstab": ("/dev/mapper/vg0-root\t/\txfs\tdefaults\t0\t1\n/dev/sda2\t/boot\text4\tdefaults\t0\t2\n"
                   "/dev/sda1\t/boot/efi\tvfat\tumask=0077\t0\t1\n"),
     KEYFILE: (f"[connection]\nid={INTERFACE}\nuuid=8b0b3a2e-5d3c-4f8e-9a61-2f1f3c0d9e01\ntype=ethernet\n"
@@ -45,15 +45,6 @@ FILES = {
     f"etc/systemd/network/10-{INTERFACE}.link": f"[Match]\nMACAddress={MAC}\n\n[Link]\nName={INTERFACE}\n",
     "etc/systemd/system/serial-getty@ttyS0.service.d/h2k-after-network.conf":
         "[Unit]\nWants=network-online.target\nAfter=network-online.target\n",
-    "etc/issue": "Debian GNU/Linux 12 \\n \\l\nIPv4: \\4\n\n",
-    "etc/machine-id": "",
-    "etc/initramfs-tools/modules": "\n".join(MODULES) + "\n",
-    "etc/initramfs-tools/conf.d/h2k-modules": "MODULES=list\n",
-    "etc/default/grub": ('GRUB_DEFAULT=0\nGRUB_TIMEOUT=1\nGRUB_DISTRIBUTOR=Debian\nGRUB_TERMINAL=console\n'
-                         'GRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200"\n'
-                         'GRUB_DISABLE_RECOVERY=true\n'),
-    "etc/dpkg/dpkg.cfg.d/h2k-nodoc": ("path-exclude /usr/share/doc/*\npath-exclude /usr/share/man/*\n"
-                                      "path-exclude /usr/share/locale/*\npath-exclude /usr/share/info/*\n"),
 }
 RECIPE = {"version": 1, "name": NAME, "mirror": MIRROR, "suite": SUITE, "packages": PACKAGES, "mac": MAC,
           "disk_size": DISK_SIZE, "esp_mb": ESP_MB, "boot_mb": BOOT_MB, "modules": MODULES,
