@@ -26,48 +26,19 @@ sys.path.insert(0, ROOT)
 
 from tests.builders.debian_guest import build_debian_guest  # noqa: E402
 from tests.builders.debian_netplan_guest import build_netplan_guest  # noqa: E402
-from tests.builders.debian_selinux_guest import build_selinux_guest  # noqa: E402
+from tests.builders.debian_selinux_guest import HDD_ORDER, build_selinux_guest  # noqa: E402
 from tests.builders.debian_uefi_guest import build_uefi_guest  # noqa: E402
-from tests.builders.vmware import write_vmx  # noqa: E402
-from tests.support import link_or_copy  # noqa: E402
+from tests.support import vmx_of_disks  # noqa: E402
 
-def _guests() -> dict:
-    """name -> (disk files, firmware, BIOS disk order or None, MAC) of each real test guest, built on first use."""
-    def bios():
-        g = build_debian_guest()
-        return [g.vmdk], "bios", None, g.mac
-
-    def uefi():
-        g = build_uefi_guest()
-        return [g.vmdk], "efi", None, g.mac
-
-    def selinux():
-        g = build_selinux_guest()
-        return g.vmdks, "bios", "scsi0:1", g.mac
-
-    def netplan():
-        g = build_netplan_guest()
-        return [g.vmdk], "bios", None, g.mac
-
-    return {"bios": bios, "uefi": uefi, "selinux": selinux, "netplan": netplan}
-
-
-GUESTS = _guests()
+GUESTS = {"bios": build_debian_guest, "uefi": build_uefi_guest, "selinux": build_selinux_guest,
+          "netplan": build_netplan_guest}
 
 
 def source(name: str, work: str) -> str:
-    vmdks, firmware, hdd_order, mac = GUESTS[name]()
-    src = os.path.join(work, f"src-{name}")
-    os.makedirs(src, exist_ok=True)
-    entries = []
-    for unit, vmdk in enumerate(vmdks):
-        disk = f"{name}_{unit}.vmdk" if unit else f"{name}.vmdk"
-        if not os.path.exists(os.path.join(src, disk)):
-            link_or_copy(vmdk, os.path.join(src, disk))
-        entries.append(("scsi", 0, unit, disk))
-    vmx = os.path.join(src, f"{name}.vmx")
-    write_vmx(vmx, name, entries, mac, firmware=firmware, memsize=1024, hdd_order=hdd_order)
-    return vmx
+    guest = GUESTS[name]()
+    vmdks = guest.vmdks if name == "selinux" else [guest.vmdk]
+    return vmx_of_disks(os.path.join(work, f"src-{name}"), name, vmdks, guest.mac, firmware=guest.firmware,
+                        hdd_order=HDD_ORDER if name == "selinux" else None)
 
 
 def timed(cmd: list[str], out: str) -> float:

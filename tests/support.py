@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import xml.etree.ElementTree as ET
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 import redis
@@ -18,6 +19,7 @@ from h2k_tasks.accel import host_accel
 from h2k_tasks.boot_test import OVMF_CODE, OVMF_VARS
 from h2k_tasks.process import child_of_this_process, kill_group
 from h2k_tasks.settings import Settings
+from tests.builders.vmware import write_vmx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -144,6 +146,31 @@ def link_or_copy(src: str, dst: str) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copyfile(src, dst)
+
+
+def vmx_of_disks(src: str, name: str, vmdks: list[str], mac: str, **vmx) -> str:
+    """`src/<name>.vmx` (write_vmx with `vmx`, 1 GiB of memory) for the disk files `vmdks` on scsi0:0,
+    scsi0:1, ..., each linked (or copied) into `src` as <name>.vmdk, <name>_1.vmdk, ...; its path."""
+    os.makedirs(src, exist_ok=True)
+    entries = []
+    for unit, vmdk in enumerate(vmdks):
+        disk = f"{name}_{unit}.vmdk" if unit else f"{name}.vmdk"
+        if not os.path.exists(os.path.join(src, disk)):
+            link_or_copy(vmdk, os.path.join(src, disk))
+        entries.append(("scsi", 0, unit, disk))
+    path = os.path.join(src, f"{name}.vmx")
+    write_vmx(path, name, entries, mac, memsize=1024, **vmx)
+    return path
+
+
+def migrate_vmx(tmp, name: str, vmdks: list[str], mac: str, **vmx) -> dict:
+    """`h2k migrate` with its defaults of the VM vmx_of_disks() makes in `tmp/src`, into `tmp/out`; its
+    report, once the command succeeded."""
+    vmx_path = vmx_of_disks(str(tmp / "src"), name, vmdks, mac, **vmx)
+    res = h2k("migrate", vmx_path, "-o", str(tmp / "out"), "--json", timeout=2400)
+    report = json.load(open(tmp / "out" / name / "report.json"))
+    assert res.returncode == 0, (res.stderr, report["errors"])
+    return report
 
 
 def boot_on_qemu_defaults(disks: list[str], work, timeout: float, firmware: str = "bios", boot: int = 0) -> str:

@@ -16,9 +16,8 @@ from h2k_tasks.machine import Machine
 
 from tests.builders.debian_guest import build_debian_guest
 from tests.builders.virtio_win import fake_virtio_win
-from tests.builders.vmware import write_vmx
 from tests.builders.windows_guest import windows_disks
-from tests.support import assert_ships_what_booted, boot_on_qemu_defaults, h2k, link_or_copy, sha256
+from tests.support import assert_ships_what_booted, boot_on_qemu_defaults, h2k, link_or_copy, migrate_vmx, sha256
 
 pytestmark = pytest.mark.slow
 
@@ -28,16 +27,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def migrated(tmp_path_factory):
     """The real Debian VMware guest after `h2k migrate` of its VMX: (guest, report)."""
-    tmp = tmp_path_factory.mktemp("deb12")
     guest = build_debian_guest()
-    src = tmp / "src"
-    src.mkdir()
-    link_or_copy(guest.vmdk, str(src / "deb12.vmdk"))
-    write_vmx(str(src / "deb12.vmx"), "deb12", [("scsi", 0, 0, "deb12.vmdk")], guest.mac, memsize=1024)
-    res = h2k("migrate", str(src / "deb12.vmx"), "-o", str(tmp / "out"), "--json", timeout=2400)
-    report = json.load(open(tmp / "out" / "deb12" / "report.json"))
-    assert res.returncode == 0, (res.stderr, report["errors"])
-    return guest, report
+    return guest, migrate_vmx(tmp_path_factory.mktemp("deb12"), "deb12", [guest.vmdk], guest.mac)
 
 
 def test_real_debian_guest_boots_on_virtio_after_migration(migrated):

@@ -4,7 +4,6 @@ with its DHCP address on its NIC and the VLAN, keeping its name and its static a
 also on QEMU's default placement with a new MAC; the netplan file read back keeps the VLAN as it was."""
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -15,8 +14,7 @@ from h2k_tasks.appliance import open_session
 from h2k_tasks.boot_test import boot_test
 from h2k_tasks.machine import plain
 from tests.builders.debian_netplan_guest import NETPLAN_DOC, build_netplan_guest
-from tests.builders.vmware import write_vmx
-from tests.support import assert_ships_what_booted, boot_on_qemu_defaults, h2k, link_or_copy
+from tests.support import assert_ships_what_booted, boot_on_qemu_defaults, migrate_vmx
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 NIC = re.compile(r"h2k-facts: (\S+)\s+UP\s+10\.0\.2\.\d+/")
@@ -40,15 +38,7 @@ def test_unfixed_guest_does_not_boot_on_virtio(guest):
 
 @pytest.fixture(scope="module")
 def migrated(guest, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("netplan")
-    src = tmp / "src"
-    src.mkdir()
-    link_or_copy(guest.vmdk, str(src / "np.vmdk"))
-    write_vmx(str(src / "np.vmx"), "np", [("scsi", 0, 0, "np.vmdk")], guest.mac, memsize=1024)
-    res = h2k("migrate", str(src / "np.vmx"), "-o", str(tmp / "out"), "--json", timeout=2400)
-    report = json.load(open(tmp / "out" / "np" / "report.json"))
-    assert res.returncode == 0, (res.stderr, report["errors"])
-    return report
+    return migrate_vmx(tmp_path_factory.mktemp("netplan"), "np", [guest.vmdk], guest.mac)
 
 
 def test_migrated_guest_boots_with_its_nic_and_its_vlan(guest, migrated):

@@ -14,9 +14,8 @@ from h2k_tasks import boot_console
 from h2k_tasks.boot_test import boot_test
 from h2k_tasks.fixers.linux import nicnames
 from h2k_tasks.machine import plain
-from tests.builders.debian_selinux_guest import build_selinux_guest
-from tests.builders.vmware import write_vmx
-from tests.support import assert_ships_what_booted, boot_on_qemu_defaults, h2k, link_or_copy
+from tests.builders.debian_selinux_guest import HDD_ORDER, build_selinux_guest
+from tests.support import assert_ships_what_booted, boot_on_qemu_defaults, migrate_vmx
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 FACTS = re.compile(r"h2k-facts: (\S+)\s+UP\s+(10\.0\.2\.\d+)/")
@@ -36,17 +35,7 @@ def test_unfixed_guest_does_not_boot_on_virtio(guest):
 
 @pytest.fixture(scope="module")
 def migrated(guest, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("selinux")
-    src = tmp / "src"
-    src.mkdir()
-    for vmdk, name in zip(guest.vmdks, ("sel.vmdk", "sel_1.vmdk")):
-        link_or_copy(vmdk, str(src / name))
-    write_vmx(str(src / "sel.vmx"), "sel", [("scsi", 0, 0, "sel.vmdk"), ("scsi", 0, 1, "sel_1.vmdk")], guest.mac,
-              memsize=1024, hdd_order="scsi0:1")
-    res = h2k("migrate", str(src / "sel.vmx"), "-o", str(tmp / "out"), "--json", timeout=2400)
-    report = json.load(open(tmp / "out" / "sel" / "report.json"))
-    assert res.returncode == 0, (res.stderr, report["errors"])
-    return report
+    return migrate_vmx(tmp_path_factory.mktemp("selinux"), "sel", guest.vmdks, guest.mac, hdd_order=HDD_ORDER)
 
 
 def test_migrated_guest_boots_enforcing_from_its_second_disk_with_its_address(migrated):

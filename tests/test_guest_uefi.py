@@ -13,8 +13,7 @@ import pytest
 from h2k_tasks.boot_test import boot_test
 from h2k_tasks.machine import plain
 from tests.builders.debian_uefi_guest import build_uefi_guest
-from tests.builders.vmware import write_vmx
-from tests.support import assert_ships_what_booted, boot_on_qemu_defaults, h2k, link_or_copy
+from tests.support import assert_ships_what_booted, boot_on_qemu_defaults, h2k, migrate_vmx
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -32,15 +31,7 @@ def test_unfixed_guest_finds_no_boot_option_on_a_fresh_ovmf(guest):
 
 @pytest.fixture(scope="module")
 def migrated(guest, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("uefi")
-    src = tmp / "src"
-    src.mkdir()
-    link_or_copy(guest.vmdk, str(src / "uefi.vmdk"))
-    write_vmx(str(src / "uefi.vmx"), "uefi", [("scsi", 0, 0, "uefi.vmdk")], guest.mac, firmware="efi", memsize=1024)
-    res = h2k("migrate", str(src / "uefi.vmx"), "-o", str(tmp / "out"), "--json", timeout=2400)
-    report = json.load(open(tmp / "out" / "uefi" / "report.json"))
-    assert res.returncode == 0, (res.stderr, report["errors"])
-    return report
+    return migrate_vmx(tmp_path_factory.mktemp("uefi"), "uefi", [guest.vmdk], guest.mac, firmware="efi")
 
 
 def test_migrated_guest_boots_on_virtio_with_its_static_address(guest, migrated):

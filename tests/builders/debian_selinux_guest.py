@@ -34,6 +34,7 @@ MAC = "00:50:56:8a:3c:03"
 INTERFACE = "ens192"
 HOSTNAME = "h2k-deb12-selinux"
 ROOT_DEVICE, BOOT_DEVICE = "/dev/sda1", "/dev/sdb1"
+HDD_ORDER = "scsi0:1"  # the VMX's bios.hddOrder: the boot disk is the second
 ROOT_SIZE, BOOT_SIZE = 2 * 1024**3, 512 * 1024**2
 FILE_CONTEXTS = "/etc/selinux/default/contexts/files/file_contexts"
 FILES = {
