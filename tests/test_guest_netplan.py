@@ -13,11 +13,11 @@ from h2k_tasks import boot_console
 from h2k_tasks.appliance import open_session
 from h2k_tasks.boot_test import boot_test
 from h2k_tasks.machine import plain
+from tests.builders.debian_guest import FACTS_UP
 from tests.builders.debian_netplan_guest import NETPLAN_DOC, build_netplan_guest
 from tests.support import assert_ships_what_booted, boot_on_qemu_defaults, migrate_vmx
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
-NIC = re.compile(r"h2k-facts: (\S+)\s+UP\s+10\.0\.2\.\d+/")
 
 
 def vlan_up(guest, text: str) -> str | None:
@@ -45,7 +45,7 @@ def test_migrated_guest_boots_with_its_nic_and_its_vlan(guest, migrated):
     boot = migrated["validation"]["boot"]
     console = "\n".join(boot["console_tail"])
     assert (boot["booted"], boot["verdict"]) == (True, "login"), console
-    nic = NIC.search(console)
+    nic = FACTS_UP.search(console)
     assert nic and nic.group(1) == "enp1s0" and vlan_up(guest, console) == "enp1s0", console
     assert_ships_what_booted(migrated)
 
@@ -65,5 +65,5 @@ def test_netplan_file_keeps_the_vlan_and_follows_the_nic(guest, migrated):
 def test_migrated_guest_gets_its_address_on_another_placement_with_a_new_mac(guest, migrated, tmp_path):
     text = boot_on_qemu_defaults([migrated["outputs"][0]["path"]], tmp_path / "elsewhere", timeout=900)
     assert (boot_console.classify(text) or boot_console.Verdict(False, "none", "")).kind == "login", text[-3000:]
-    nic = NIC.search(text)
+    nic = FACTS_UP.search(text)
     assert nic and nic.group(1) == "enp1s0" and vlan_up(guest, text) == "enp1s0", text[-3000:]

@@ -6,7 +6,6 @@ QEMU's default placement with a new MAC; the shipped domain is the machine the b
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
@@ -14,11 +13,11 @@ from h2k_tasks import boot_console
 from h2k_tasks.boot_test import boot_test
 from h2k_tasks.fixers.linux import nicnames
 from h2k_tasks.machine import plain
+from tests.builders.debian_guest import FACTS_UP
 from tests.builders.debian_selinux_guest import HDD_ORDER, build_selinux_guest
 from tests.support import assert_ships_what_booted, boot_on_qemu_defaults, migrate_vmx
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
-FACTS = re.compile(r"h2k-facts: (\S+)\s+UP\s+(10\.0\.2\.\d+)/")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def test_migrated_guest_boots_enforcing_from_its_second_disk_with_its_address(mi
     console = "\n".join(boot["console_tail"])
     assert (boot["booted"], boot["verdict"]) == (True, "login"), console
     assert "h2k-facts: selinux=Enforcing relabel=none" in console, console
-    assert FACTS.search(console) and FACTS.search(console).group(1) == "enp1s0", console
+    assert FACTS_UP.search(console) and FACTS_UP.search(console).group(1) == "enp1s0", console
     assert boot["reboots"] == 0
     assert migrated["inspection"]["boot_disk"] == 1, migrated["inspection"]
     assert not [c for c in migrated["concerns"] if "boot" in json.dumps(c)], migrated["concerns"]
@@ -61,4 +60,4 @@ def test_migrated_guest_gets_its_address_on_another_placement_with_a_new_mac(mig
     text = boot_on_qemu_defaults(disks, tmp_path / "elsewhere", timeout=900, boot=1)
     assert (boot_console.classify(text) or boot_console.Verdict(False, "none", "")).kind == "login", text[-3000:]
     assert "h2k-facts: selinux=Enforcing relabel=none" in text, text[-3000:]
-    assert FACTS.search(text), text[-3000:]  # its one .network matches the virtio driver, whatever the name
+    assert FACTS_UP.search(text), text[-3000:]  # its one .network matches the virtio driver, whatever the name

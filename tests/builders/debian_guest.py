@@ -88,6 +88,8 @@ FACTS_FILES = {
         "relabel=$(test -e /.autorelabel && echo pending || echo none)\"\n"
         "ip -br -4 addr | sed 's/^/h2k-facts: /'\n"),
 }
+# A line of theirs saying an interface is UP with a QEMU user-network address: (interface, address).
+FACTS_UP = re.compile(r"h2k-facts: (\S+)\s+UP\s+(10\.0\.2\.\d+)/")
 PRUNED_PATHS = ["usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info", "var/cache/apt",
                 "var/lib/apt/lists"]
 RECIPE = {"version": 1, "mirror": MIRROR, "suite": SUITE, "packages": PACKAGES, "mac": MAC,
