@@ -35,10 +35,13 @@ def pytest_sessionfinish(session):
 
 
 def pytest_collection_modifyitems(items):
-    """Modules holding slow tests first (stable otherwise): with the suite spread over processes by
-    module (`make test`), the long ones start early and the processes finish together."""
-    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module.__name__ not in slow)
+    """Modules booting real guests first, then those holding slow tests (stable otherwise): with the
+    suite spread over processes by module (`make test`), the long ones start early and the processes
+    finish together."""
+    def rank(marker: str) -> set[str]:
+        return {item.module.__name__ for item in items if item.get_closest_marker(marker)}
+    real, slow = rank("real_guest"), rank("slow")
+    items.sort(key=lambda item: (item.module.__name__ not in real, item.module.__name__ not in slow))
 
 
 @pytest.fixture

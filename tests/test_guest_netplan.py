@@ -17,7 +17,7 @@ from tests.builders.debian_guest import FACTS_UP
 from tests.builders.debian_netplan_guest import NETPLAN_DOC, build_netplan_guest
 from tests.support import assert_ships_what_booted, boot_on_qemu_defaults, migrate_vmx
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.slow, pytest.mark.real_guest, pytest.mark.timeout(2400)]
 
 
 def vlan_up(guest, text: str) -> str | None:

@@ -15,7 +15,7 @@ from h2k_tasks.machine import plain
 from tests.builders.debian_uefi_guest import build_uefi_guest
 from tests.support import assert_ships_what_booted, boot_on_qemu_defaults, h2k, migrate_vmx
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.slow, pytest.mark.real_guest, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")
