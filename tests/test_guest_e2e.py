@@ -19,9 +19,7 @@ from tests.builders.virtio_win import fake_virtio_win
 from tests.builders.windows_guest import windows_disks
 from tests.support import assert_ships_what_booted, boot_on_qemu_defaults, h2k, link_or_copy, migrate_vmx, sha256
 
-pytestmark = [pytest.mark.slow, pytest.mark.real_guest]
-
-
+pytestmark = [pytest.mark.slow, pytest.mark.real_guest, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")
