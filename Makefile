@@ -7,6 +7,8 @@ APT_PACKAGES := qemu-utils qemu-system-x86 libguestfs-tools python3-guestfs pyth
 	linux-image-amd64 redis-server python3-venv libxml2-utils libvirt-clients e2fsprogs fdisk \
 	golang-go golang-github-vmware-govmomi-dev docker-compose debootstrap ovmf seabios busybox-static \
 	ntfs-3g genisoimage libwin-hivex-perl libguestfs-xfs
+# virt-v2v, for bench/vs_virt_v2v.py; it copies through nbdkit and nbdcopy, which it only recommends.
+BENCH_PACKAGES := virt-v2v nbdkit libnbd-bin
 export LIBGUESTFS_BACKEND ?= direct
 # Test processes: most of the suite waits on single-threaded TCG guests, so one per core.
 JOBS ?= $(shell nproc)
@@ -14,15 +16,20 @@ DEMO_DIR := demo-out
 
 .PHONY: deps apt venv test demo bench flower clean
 
-deps: apt venv
-
-apt:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+# Install those of the Debian packages $(1) that are missing.
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+endef
+
+deps: apt venv
+
+apt:
+	$(call apt_install,$(APT_PACKAGES))
 
 venv: $(VENV)/.installed
 
@@ -43,8 +50,7 @@ demo: deps
 	cat $(DEMO_DIR)/out/demo-debian12/report.json
 
 bench: deps
-	@dpkg-query -W -f='$${Status}\n' virt-v2v 2>/dev/null | grep -q '^install ok installed' || \
-		(export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q --no-install-recommends virt-v2v)
+	$(call apt_install,$(BENCH_PACKAGES))
 	$(VPY) bench/convert_overhead.py
 	$(VPY) bench/wave_scale.py
 	$(VPY) bench/vs_virt_v2v.py

@@ -6,7 +6,7 @@ and a static address; the SELinux-enforcing one on two disks; the netplan one wi
 - `h2k migrate <vmx> -o DIR` with its defaults (conversion, fixes and a boot test), and
   `h2k migrate --no-boot-test`, for the like-for-like figure.
 Prints each median and, last, `ratio: <h2k with boot test / virt-v2v>` over all guests.
-virt-v2v comes from Debian (`make bench` installs it); both use the same libguestfs backend and the
+virt-v2v comes from Debian (`make bench` installs it, with the nbdkit and nbdcopy it copies through); both use the same libguestfs backend and the
 accelerator the product chose for this host (virt-v2v is given `force_tcg` where KVM is broken).
 
     .venv/bin/python bench/vs_virt_v2v.py [--rounds 1] [--workdir DIR] [--guests bios,uefi,selinux,netplan]
@@ -47,9 +47,11 @@ def timed(cmd: list[str], out: str) -> float:
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "PYTHONPATH": ROOT})
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "PYTHONPATH": ROOT})
     elapsed = time.perf_counter() - start
+    if proc.returncode:
+        sys.exit(f"{' '.join(cmd)}: exit status {proc.returncode}\n{proc.stderr[-3000:]}")
     shutil.rmtree(out, ignore_errors=True)
     return elapsed
 
@@ -61,7 +63,7 @@ def main() -> None:
     ap.add_argument("--guests", default=",".join(GUESTS))
     args = ap.parse_args()
     if not shutil.which("virt-v2v"):
-        sys.exit("virt-v2v is not installed: `make bench` installs it (apt-get install virt-v2v)")
+        sys.exit("virt-v2v is not installed: `make bench` installs it (apt-get install virt-v2v nbdkit libnbd-bin)")
     work = args.workdir or tempfile.mkdtemp(prefix="h2k-bench-v2v-")
     os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
     accel = host_accel()
