@@ -41,7 +41,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: deps
-	$(VPY) -m pytest -ra --durations=15 -n $(JOBS) --dist loadfile
+	$(VPY) -m pytest -ra --durations=40 -n $(JOBS) --dist loadfile
 
 demo: deps
 	rm -rf $(DEMO_DIR)
