@@ -71,7 +71,7 @@ class LimitsConfig(BaseModel):
 
 class ConductorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    poll_interval: float = Field(0.5, gt=0, le=60, description="seconds between state reads")
+    poll_interval: float = Field(2.0, gt=0, le=60, description="longest wait between passes: a pass starts at once when a wave's state log gets an entry")
     stall_after: float = Field(120.0, gt=0, description="a sent lane idle this long is sent again (lost message)")
 
 

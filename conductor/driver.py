@@ -1,6 +1,6 @@
 """The scheduler: drives a wave to completion from the Redis state machine.
 
-Each pass reads every stage record of the wave and, per VM, sends what is due: each disk lane
+Each pass (woken by the wave's state log, see State.wait_for_log) reads every stage record of the wave and, per VM, sends what is due: each disk lane
 (once it holds a token of every semaphore that caps it), then the VM lane once every disk lane
 succeeded in the VM's current run, then finalize once the VM succeeded, failed or was cancelled.
 What was sent in a run is recorded in Redis, so a restarted conductor neither loses nor repeats
@@ -82,7 +82,7 @@ class VMView:
 class Driver:
     state: State
     plan: Plan
-    poll_interval: float = 0.5
+    poll_interval: float = 2.0  # the longest wait between passes when no stage moves
     limits: Limits = field(default_factory=Limits)
     runs: dict[str, int] = field(default_factory=dict)
     refs: dict[str, dict[tuple[str, str], StageRef]] = field(default_factory=dict)
@@ -251,6 +251,9 @@ class Driver:
         return True
 
     def wait(self, on_pass=None) -> list[VMView]:
+        """Passes until the wave is done: the next pass starts as soon as the wave's state log gets an
+        entry (a stage claimed, finished, expired...), and at most `poll_interval` after the last."""
+        cursors = {self.wave: self.state.log_cursor(self.wave)}  # before the pass: nothing is missed
         while True:
             views = self.step()
             free_stale(self.state)
@@ -258,4 +261,4 @@ class Driver:
                 on_pass(views)
             if self.close_if_done(views):
                 return views
-            time.sleep(self.poll_interval)
+            cursors = self.state.wait_for_log(cursors, self.poll_interval)

@@ -307,6 +307,24 @@ class State:
     def log(self, wave: str) -> list[dict]:
         return [fields for _, fields in self.r.xrange(self.log_key(wave))]
 
+    def log_cursor(self, wave: str) -> str:
+        """The id of the wave's newest state-log entry ("0-0" for none): where wait_for_log() starts."""
+        newest = self.r.xrevrange(self.log_key(wave), count=1)
+        return newest[0][0] if newest else "0-0"
+
+    def wait_for_log(self, cursors: dict[str, str], timeout: float) -> dict[str, str]:
+        """Block until one of the waves' state logs gets an entry after its cursor, or `timeout`
+        seconds; the cursors moved past what arrived. Every stage transition is logged, so this is what
+        wakes a conductor instead of a fixed sleep."""
+        if not cursors:
+            time.sleep(timeout)
+            return cursors
+        streams = {self.log_key(wave): cursor for wave, cursor in cursors.items()}
+        moved = dict(cursors)
+        for key, entries in self.r.xread(streams, block=max(1, int(timeout * 1000))) or []:
+            moved[key.removeprefix(f"{P}:log:")] = entries[-1][0]
+        return moved
+
     def append_log(self, wave: str, **fields) -> None:
         self.r.xadd(self.log_key(wave), {k: str(v) for k, v in fields.items()} | {"at": time.time()})
 

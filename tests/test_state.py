@@ -55,3 +55,29 @@ def test_reset_sends_back_to_pending(state):
     state.reset([REF], "run 2 started")
     rec = state.get(REF)
     assert (rec["status"], rec["attempt"], rec["error"]) == ("pending", "0", "")
+
+
+def test_wait_for_log_wakes_on_a_transition_and_misses_none(redis_server):
+    """What wakes the conductor: an entry logged after the cursor, whether it came before the wait
+    (during a pass) or while blocked; with none, the cursors come back unchanged at the timeout."""
+    import threading
+
+    state = State.from_url(redis_server.url)
+    other = StageRef("w-2", "vm9", "d0", "convert")
+    cursors = {"w-1": state.log_cursor("w-1"), "w-2": state.log_cursor("w-2")}
+    assert cursors == {"w-1": "0-0", "w-2": "0-0"}
+    assert state.wait_for_log(cursors, 0.2) == cursors
+
+    state.claim(REF, "hostA", "w", ttl=30, run=1)  # logged during a pass, before the wait
+    moved = state.wait_for_log(cursors, 60)
+    assert moved["w-1"] == state.log_cursor("w-1") != "0-0" and moved["w-2"] == "0-0"
+
+    worker = State.from_url(redis_server.url)
+    later = threading.Timer(0.5, lambda: worker.claim(other, "hostB", "w", ttl=30, run=1))
+    later.start()
+    try:
+        woken = state.wait_for_log(moved, 60)  # blocked when the claim is logged
+    finally:
+        later.join()
+    assert woken == {"w-1": moved["w-1"], "w-2": state.log_cursor("w-2")} and woken["w-2"] != "0-0"
+    assert [e["event"] for e in state.log("w-2")] == ["claim"]

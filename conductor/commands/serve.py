@@ -43,13 +43,16 @@ def run(args: argparse.Namespace) -> int:
         metrics.serve(args.metrics_port)
     logging.getLogger("h2k").setLevel(logging.INFO)
     drivers: dict[str, Driver] = {}
+    cursors: dict[str, str] = {}  # each driven wave's state log, read before its pass
     while True:
         try:
             for wave in state.waves():
                 rec = state.wave(wave)
                 if rec.get("status") != "running":
                     drivers.pop(wave, None)
+                    cursors.pop(wave, None)
                     continue
+                cursors.setdefault(wave, state.log_cursor(wave))
                 if wave not in drivers:
                     drivers[wave] = driver_for(cfg, state, Plan.model_validate_json(rec["plan"]))
                     log.info("driving wave %s", wave)
@@ -61,10 +64,9 @@ def run(args: argparse.Namespace) -> int:
                     log.info("wave %s finished", wave)
             for holder in free_stale(state):
                 log.info("freed the tokens of %s: its lane is not in flight", holder)
+            if args.once:
+                return 0
+            cursors = state.wait_for_log(cursors, cfg.conductor.poll_interval)
         except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as e:
             log.warning("redis unavailable (%s); retrying", e)
             time.sleep(1)
-            continue
-        if args.once:
-            return 0
-        time.sleep(cfg.conductor.poll_interval)
