@@ -1,8 +1,9 @@
 """The scheduler: drives a wave to completion from the Redis state machine.
 
-Each pass (woken by the wave's state log, see State.wait_for_log) reads every stage record of the wave and, per VM, sends what is due: each disk lane
-(once it holds a token of every semaphore that caps it), then the VM lane once every disk lane
-succeeded in the VM's current run, then finalize once the VM succeeded, failed or was cancelled.
+Each pass (woken by the wave's state log, see State.wait_for_log) reads every stage record of the
+wave and, per VM, sends what is due: each disk lane (once it holds a token of every semaphore that
+caps it), then the VM lane once every disk lane succeeded in the VM's current run, then finalize
+once the VM succeeded, failed or was cancelled.
 What was sent in a run is recorded in Redis, so a restarted conductor neither loses nor repeats
 work. Each pass also reconciles: a running stage whose lease expired lost its worker, and its lane
 is sent again from that stage. Tokens are held by lanes, not runs (conductor/lanes.py), and every

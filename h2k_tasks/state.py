@@ -319,10 +319,11 @@ class State:
         if not cursors:
             time.sleep(timeout)
             return cursors
-        streams = {self.log_key(wave): cursor for wave, cursor in cursors.items()}
+        wave_of = {self.log_key(wave): wave for wave in cursors}
         moved = dict(cursors)
-        for key, entries in self.r.xread(streams, block=max(1, int(timeout * 1000))) or []:
-            moved[key.removeprefix(f"{P}:log:")] = entries[-1][0]
+        for key, entries in self.r.xread({key: cursors[wave] for key, wave in wave_of.items()},
+                                         block=max(1, int(timeout * 1000))) or []:
+            moved[wave_of[key]] = entries[-1][0]
         return moved
 
     def append_log(self, wave: str, **fields) -> None:
