@@ -7,8 +7,9 @@ and a static address; the SELinux-enforcing one on two disks; the netplan one wi
   `h2k migrate --no-boot-test`, for the like-for-like figure.
 Prints each median and, last, `ratio: <h2k with boot test / virt-v2v>` over the guests virt-v2v converts
 (a guest it refuses is reported with its error, and h2k's times alone).
-virt-v2v comes from Debian (`make bench` installs it, with the nbdkit and nbdcopy it copies through); both use the same libguestfs backend and the
-accelerator the product chose for this host (virt-v2v is given `force_tcg` where KVM is broken).
+virt-v2v comes from Debian (`make bench` installs it, with the nbdkit and nbdcopy it copies through);
+both use the same libguestfs backend and the accelerator the product chose for this host (virt-v2v is
+given `force_tcg` where KVM is broken).
 
     .venv/bin/python bench/vs_virt_v2v.py [--rounds 1] [--workdir DIR] [--guests bios,uefi,selinux,netplan]
 """
@@ -45,7 +46,7 @@ def source(name: str, work: str) -> str:
 
 
 class Refused(Exception):
-    """The command exited non-zero: its last error line."""
+    """The command exited non-zero: its exit status and last two error lines."""
 
 
 def timed(cmd: list[str], out: str) -> float:
@@ -69,7 +70,7 @@ def main() -> None:
     ap.add_argument("--guests", default=",".join(GUESTS))
     args = ap.parse_args()
     if not shutil.which("virt-v2v"):
-        sys.exit("virt-v2v is not installed: `make bench` installs it (apt-get install virt-v2v nbdkit libnbd-bin)")
+        sys.exit("virt-v2v is not installed: `make bench` installs it and what it copies through")
     work = args.workdir or tempfile.mkdtemp(prefix="h2k-bench-v2v-")
     os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
     accel = host_accel()

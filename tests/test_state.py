@@ -1,6 +1,7 @@
 """The Redis state machine on a real redis-server: claims, leases, fencing, expiry."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -57,12 +58,9 @@ def test_reset_sends_back_to_pending(state):
     assert (rec["status"], rec["attempt"], rec["error"]) == ("pending", "0", "")
 
 
-def test_wait_for_log_wakes_on_a_transition_and_misses_none(redis_server):
+def test_wait_for_log_wakes_on_a_transition_and_misses_none(state, redis_server):
     """What wakes the conductor: an entry logged after the cursor, whether it came before the wait
     (during a pass) or while blocked; with none, the cursors come back unchanged at the timeout."""
-    import threading
-
-    state = State.from_url(redis_server.url)
     other = StageRef("w-2", "vm9", "d0", "convert")
     cursors = {"w-1": state.log_cursor("w-1"), "w-2": state.log_cursor("w-2")}
     assert cursors == {"w-1": "0-0", "w-2": "0-0"}
