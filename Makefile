@@ -6,9 +6,9 @@ VPY := $(VENV)/bin/python
 APT_PACKAGES := qemu-utils qemu-system-x86 libguestfs-tools python3-guestfs python3-hivex \
 	linux-image-amd64 redis-server python3-venv libxml2-utils libvirt-clients e2fsprogs fdisk \
 	golang-go golang-github-vmware-govmomi-dev docker-compose debootstrap ovmf seabios busybox-static \
-	ntfs-3g genisoimage libwin-hivex-perl libguestfs-xfs
-# virt-v2v, for bench/vs_virt_v2v.py; it copies through nbdkit and nbdcopy, which it only recommends.
-BENCH_PACKAGES := virt-v2v nbdkit libnbd-bin
+	ntfs-3g genisoimage libwin-hivex-perl libguestfs-xfs qemu-block-extra nbdkit python3-libnbd
+# virt-v2v, for bench/vs_virt_v2v.py; it copies through nbdcopy, which it only recommends.
+BENCH_PACKAGES := virt-v2v libnbd-bin
 export LIBGUESTFS_BACKEND ?= direct
 # Test processes: most of the suite waits on single-threaded TCG guests, so one per core.
 JOBS ?= $(shell nproc)
