@@ -102,7 +102,7 @@ def write_atomic(final: str, data: str | bytes, tag: str = "w") -> None:
 def identity(path: str) -> dict:
     """What a finished artifact looked like when committed: enough to tell it is still the same."""
     st = os.stat(path)
-    return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": path, "inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def still_same(recorded: dict | None) -> bool:
@@ -112,4 +112,4 @@ def still_same(recorded: dict | None) -> bool:
         now = identity(recorded["path"])
     except (FileNotFoundError, KeyError):
         return False
-    return now["size"] == recorded["size"] and now["mtime_ns"] == recorded["mtime_ns"]
+    return all(now[k] == recorded.get(k) for k in ("inode", "size", "mtime_ns"))

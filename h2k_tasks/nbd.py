@@ -1,9 +1,11 @@
 """NBD servers a stage starts for the copier (h2k_tasks/copier.py): `qemu-nbd` on a local image,
-`nbdkit` on a remote one, each on a unix socket in the stage's scratch directory.
+`nbdkit` on a remote one.
 
-A server runs in its own process group and dies with the worker (PR_SET_PDEATHSIG, as in
-h2k_tasks/process.py); it is killed when the block ends, whatever ends it. A server that exits
-before its socket answers fails with the tail of its stderr.
+Each server listens on an abstract unix socket (Linux's socket namespace: no file to clean up, no
+path-length limit, nothing written outside the output directory) that this process binds and hands
+over by socket activation (LISTEN_FDS), so it answers as soon as it runs. A server runs in its own
+process group and dies with the worker (PR_SET_PDEATHSIG, as in h2k_tasks/process.py); it is killed
+when the block ends, whatever ends it. A server that cannot serve fails with the tail of its stderr.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import os
 import socket
 import subprocess
 import tempfile
-import time
+import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -19,65 +21,77 @@ import nbd
 
 from h2k_tasks import process
 
-START_TIMEOUT = 60.0
+LISTEN_FD = 3  # sd_listen_fds(3): the first passed socket
 
 
 class ServerFailed(process.ProcessFailed):
-    """An NBD server exited or never answered on its socket."""
+    """An NBD server exited or did not complete the handshake."""
 
 
-def uri(sock: str) -> str:
-    return f"nbd+unix:///?socket={sock}"
-
-
-def _answers(sock: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(sock)
-        except OSError:
-            return False
-    return True
+def _activated(listener: int):
+    def setup() -> None:
+        process.child_setup()
+        os.dup2(listener, LISTEN_FD)
+        os.environ["LISTEN_PID"] = str(os.getpid())
+        os.environ["LISTEN_FDS"] = "1"
+    return setup
 
 
 @contextmanager
-def serve(cmd: list[str], sock: str) -> Iterator[str]:
-    """Run the NBD server `cmd`, which listens on unix socket `sock`; yields the export's URI."""
+def serve(cmd: list[str]) -> Iterator[str]:
+    """Run the NBD server `cmd` (given no socket option: it is socket-activated) and yield its export
+    address, for `connect`."""
+    address = f"h2k-nbd-{uuid.uuid4().hex}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                preexec_fn=process.child_setup)
         try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while not (os.path.exists(sock) and _answers(sock)):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    process.kill_group(proc)
-                    err.seek(0)
-                    tail = err.read().decode(errors="replace").strip().splitlines()
-                    raise ServerFailed(cmd, proc.returncode, tail[-1] if tail else "did not answer on its socket")
-                time.sleep(0.02)
-            yield uri(sock)
+            listener.bind("\0" + address)
+            listener.listen(64)
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                    preexec_fn=_activated(listener.fileno()),
+                                    pass_fds=(listener.fileno(), LISTEN_FD))
+        finally:
+            listener.close()
+        try:
+            try:
+                connect(address).shutdown()
+            except nbd.Error as e:
+                process.kill_group(proc)
+                err.seek(0)
+                tail = err.read().decode(errors="replace").strip().splitlines()
+                raise ServerFailed(cmd, proc.returncode, tail[-1] if tail else str(e)) from None
+            yield address
         finally:
             process.kill_group(proc)
-            try:
-                os.unlink(sock)
-            except FileNotFoundError:
-                pass
 
 
-def qemu_nbd(path: str, fmt: str, sock: str, *, writable: bool = False, connections: int = 8) -> list[str]:
-    """The command exporting image `path` (format `fmt`: its guest-visible content). Read-only with a
-    shared lock (-U is not needed: nothing else writes an input); writable exports unmap zeroes."""
-    cmd = ["qemu-nbd", "--socket", sock, "--format", fmt, "--shared", str(connections), "--persistent",
-           "--cache", "writeback", "--aio", "threads"]
-    if writable:
-        cmd += ["--discard", "unmap", "--detect-zeroes", "unmap"]
-    else:
-        cmd += ["--read-only"]
-    return cmd + [path]
+def qemu_nbd(path: str, fmt: str, *, connections: int = 16) -> list[str]:
+    """The command exporting image `path`, read-only, as its guest-visible content (format `fmt`, with
+    its backing chain)."""
+    return ["qemu-nbd", "--format", fmt, "--read-only", "--shared", str(connections), "--persistent", path]
 
 
-def connect(export: str) -> nbd.NBD:
-    """A client handle on `export` that also asks for the allocation map (base:allocation)."""
+def qemu_nbd_output(path: str, fmt: str, compress: bool, *, connections: int = 16) -> list[str]:
+    """The command exporting output image `path` for writing; zeroes are unmapped, and with `compress`
+    every cluster is written compressed (qemu's compress filter)."""
+    cmd = ["qemu-nbd", "--shared", str(connections), "--persistent", "--discard", "unmap",
+           "--detect-zeroes", "unmap"]
+    if compress:
+        escaped = path.replace(",", ",,")
+        return cmd + ["--image-opts", f"driver=compress,file.driver=qcow2,file.file.driver=file,"
+                                      f"file.file.filename={escaped}"]
+    return cmd + ["--format", fmt, path]
+
+
+def connect(address: str) -> nbd.NBD:
+    """A client handle on the export at `address` that also asks for the allocation map."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect("\0" + address)
+    except OSError as e:
+        sock.close()
+        raise nbd.Error(f"connect to the NBD server: {e.strerror}", e.errno) from None
     h = nbd.NBD()
     h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
-    h.connect_uri(export)
+    h.connect_socket(sock.detach())
     return h

@@ -1,36 +1,22 @@
-"""The qemu-img commands the stages run, each with the source format given explicitly."""
+"""The qemu-img commands the stages run, each with the format given explicitly."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
-from typing import Callable
 
 from h2k_tasks import process
 
-_PCT = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
 
 
-def convert_cmd(src: str, src_fmt: str, dst: str, fmt: str, compress: bool, rate_limit: int = 0) -> list[str]:
-    cmd = ["qemu-img", "convert", "-p", "-f", src_fmt, "-O", fmt]
-    if rate_limit:
-        cmd += ["-r", str(rate_limit)]
+def create(path: str, fmt: str, size: int, compress: bool) -> None:
+    """An empty image of `size` bytes. A compressed qcow2's clusters divide the size (up to 64 KiB),
+    since every write to it is whole clusters."""
+    opts = []
     if compress:
-        cmd += ["-c", "-o", "compression_type=zstd"]
-    return cmd + [src, dst]
-
-
-def convert(src: str, src_fmt: str, dst: str, fmt: str, compress: bool, size: int,
-            tick: Callable[[], bool], progress: Callable[[int], None], rate_limit: int = 0) -> None:
-    """One read of the whole chain, one write of the output, progress in bytes; `rate_limit`
-    caps the read rate in bytes per second (0: no cap)."""
-
-    def on_output(line: str) -> None:
-        m = _PCT.search(line)
-        if m:
-            progress(int(float(m.group(1)) / 100 * size))
-
-    process.run(convert_cmd(src, src_fmt, dst, fmt, compress, rate_limit), tick=tick, on_output=on_output)
+        opts = ["-o", f"compression_type=zstd,cluster_size={max(512, min(65536, size & -size))}"]
+    out = _bounded(["qemu-img", "create", "-q", "-f", fmt, *opts, path, str(size)], INFO_TIMEOUT)
+    if out.returncode != 0:
+        raise process.ProcessFailed(["qemu-img", "create"], out.returncode, out.stderr.strip())
 
 
 INFO_TIMEOUT = 120.0  # reads a header; only a dead mount takes longer
@@ -60,14 +46,3 @@ def check(path: str, fmt: str) -> dict:
     if proc.returncode not in (0, 2, 3) or not proc.stdout.strip():
         raise process.ProcessFailed(["qemu-img", "check"], proc.returncode, proc.stderr.strip())
     return json.loads(proc.stdout)
-
-
-def compare(a: str, a_fmt: str, b: str, b_fmt: str, tick: Callable[[], bool]) -> bool:
-    """True when both images have the same guest-visible content."""
-    try:
-        process.run(["qemu-img", "compare", "-U", "-f", a_fmt, "-F", b_fmt, a, b], tick=tick)
-    except process.ProcessFailed as e:
-        if e.returncode == 1:
-            return False
-        raise
-    return True

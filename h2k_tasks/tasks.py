@@ -77,15 +77,18 @@ def _convert(run: StageRun) -> dict:
         run.progress(done, run.disk.virtual_size)
 
     dest = output_path(run.plan.output, run.pvm.vm, run.disk)
-    return convert_disk(readable(run.plan.output, run.pvm.vm, run.disk), run.plan.output, dest, run.gen, tick,
-                        progress, run.owns, run.settings.convert_rate_limit)
+    fetched = run.result_of(run.ref.lane, "fetch")
+    source = {k: fetched[k] for k in ("files", "unpacked") if k in fetched}
+    return convert_disk(readable(run.plan.output, run.pvm.vm, run.disk), run.plan.output, dest, run.gen, source,
+                        tick, progress, run.owns, run.settings.convert_rate_limit, run.settings.copy_segment)
 
 
 def _verify(run: StageRun) -> dict:
     dest = output_path(run.plan.output, run.pvm.vm, run.disk)
-    if not atomic.still_same(run.result_of(run.ref.lane, "convert")):
+    converted = run.result_of(run.ref.lane, "convert")
+    if not atomic.still_same(converted):
         raise StageFailed(f"{dest}: changed since it was converted")
-    return verify_disk(readable(run.plan.output, run.pvm.vm, run.disk), run.plan.output, dest, run.alive)
+    return verify_disk(run.disk, run.plan.output, dest, converted, run.alive)
 
 
 def _guest(run: StageRun) -> dict:
@@ -97,8 +100,9 @@ def _guest(run: StageRun) -> dict:
 
 def _validate(run: StageRun) -> dict:
     inspection = run.result_of("vm", "guest").get("inspection", {})
-    return validate_vm(run.pvm, run.plan.output, _outputs(run), inspection, vm_dir(run.plan.output, run.pvm.vm),
-                       run.alive, run.settings.hypervisor(), run.gen)
+    verified = [run.result_of(f"d{d.index}", "verify") for d in run.pvm.vm.disks]
+    return validate_vm(run.pvm, run.plan.output, _outputs(run), verified, inspection,
+                       vm_dir(run.plan.output, run.pvm.vm), run.alive, run.settings.hypervisor(), run.gen)
 
 
 def _finalize(run: StageRun) -> dict:

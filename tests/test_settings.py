@@ -25,11 +25,3 @@ def test_celery_conf_for_long_tasks():
 def test_settings_travel_through_the_environment():
     s = Settings(broker_url="redis://h:1/0", host="kvm2", concurrency=7, lease_ttl=9)
     assert Settings.from_env(s.to_env()) == s
-
-
-def test_convert_rate_limit_reaches_qemu_img():
-    from h2k_tasks.qemu_img import convert_cmd
-
-    assert convert_cmd("a.vmdk", "vmdk", "b.qcow2", "qcow2", False, 1 << 20)[:8] == [
-        "qemu-img", "convert", "-p", "-f", "vmdk", "-O", "qcow2", "-r"]
-    assert "-r" not in convert_cmd("a.vmdk", "vmdk", "b.qcow2", "qcow2", False)

@@ -1,34 +1,91 @@
-"""convert: flatten the source chain and convert it to the output format in one qemu-img pass.
+"""convert: copy the source's guest-visible content into a new output image through the copier
+(h2k_tasks/copier.py), which reads the source once and hashes it on the way.
 
-Written to a temp name in the VM's output directory and renamed only when complete; temp files
-of dead attempts are removed first. The final rename happens only while this attempt still
-owns the stage (`owns()`), so a fenced duplicate never replaces a good output.
+The output grows under a temp name in the VM's output directory and is renamed only when complete,
+and only while this attempt still owns the stage (`owns()`), so a fenced duplicate never replaces a
+good output. Beside the temp a mark records how far the copy got; an attempt whose predecessor died
+takes its temp and mark over, if the mark was made from the same source, and copies on from there.
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 from typing import Callable
 
+import nbd as libnbd
+
 from h2k_planner.models import Disk, Output
-from h2k_tasks import atomic, process, qemu_img
+from h2k_tasks import atomic, copier, nbd, process, qemu_img
 from h2k_tasks.stages import StageFailed
 
 
-def convert_disk(disk: Disk, output: Output, dest: str, gen: int,
-                 tick: Callable[[], bool], progress: Callable[[int], None],
-                 owns: Callable[[], bool], rate_limit: int = 0) -> dict:
-    with atomic.staged(dest, gen) as temp:
+def mark_path(temp: str) -> str:
+    return f"{temp}-mark"
 
-        def tick_and_flush() -> bool:
-            atomic.start_writeback(temp)
-            return tick()
 
+def _write_mark(temp: str, source: dict, mark: copier.Mark) -> None:
+    atomic.write_atomic(mark_path(temp), json.dumps({"source": source, "mark": mark.model_dump()}))
+
+
+def take_over(dest: str, gen: int, source: dict, fmt: str) -> tuple[str, copier.Mark | None]:
+    """This attempt's temp path and the mark to resume from: the newest dead attempt's temp, renamed
+    to this attempt's name, if its mark was made from `source` and its image checks clean; None
+    (after removing every dead attempt's files) otherwise."""
+    temp = atomic.temp_path(dest, f"g{gen}")
+    d, name = os.path.split(dest)
+    for old in reversed(atomic.dead_attempts(d, f".{name}.tmp-g", gen)):
+        if old.endswith("-mark") or not os.path.exists(mark_path(old)):
+            continue
         try:
-            qemu_img.convert(disk.source, disk.format, temp, output.format, output.compress,
-                             disk.virtual_size, tick_and_flush, progress, rate_limit)
-        except process.ProcessFailed as e:
-            raise StageFailed(f"{disk.source}: qemu-img convert failed: {e.tail}") from None
-        if not owns():
-            raise process.Interrupted("lease lost before publishing the output")
+            with open(mark_path(old)) as f:
+                saved = json.load(f)
+            if saved["source"] != source or qemu_img.check(old, fmt).get("corruptions"):
+                continue
+            mark = copier.Mark.model_validate(saved["mark"])
+        except (OSError, ValueError, KeyError, process.ProcessFailed):
+            continue
+        os.replace(old, temp)
+        _write_mark(temp, source, mark)
+        atomic.remove_temps(dest, gen)
+        return temp, mark
+    atomic.remove_temps(dest, gen)
+    return temp, None
+
+
+def convert_disk(disk: Disk, output: Output, dest: str, gen: int, source: dict,
+                 tick: Callable[[], bool], progress: Callable[[int], None],
+                 owns: Callable[[], bool], rate_limit: int = 0, segment: int = 1 << 30) -> dict:
+    """`source`: the source's identity as fetched (a mark made from another is not resumed)."""
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    temp, mark = take_over(dest, gen, source, output.format)
+    if mark is None:
+        qemu_img.create(temp, output.format, disk.virtual_size, output.compress)
+
+    def tick_and_flush() -> bool:
+        atomic.start_writeback(temp)
+        return tick()
+
+    try:
+        with contextlib.ExitStack() as servers:
+            try:
+                src = servers.enter_context(nbd.serve(nbd.qemu_nbd(disk.source, disk.format)))
+            except nbd.ServerFailed as e:
+                _discard(temp)
+                raise StageFailed(f"{disk.source}: cannot read the source: {e.tail}") from None
+            dst = servers.enter_context(nbd.serve(nbd.qemu_nbd_output(temp, output.format, output.compress)))
+            copied = copier.copy(src, dst, disk.virtual_size, segment=segment, mark=mark,
+                                 on_mark=lambda m: _write_mark(temp, source, m), tick=tick_and_flush,
+                                 progress=progress, rate_limit=rate_limit)
+    except (nbd.ServerFailed, libnbd.Error) as e:  # the temp and its mark stay for a resume
+        raise StageFailed(f"{disk.source}: the copy to {dest} failed: {e}") from None
+    if not owns():
+        raise process.Interrupted("lease lost before publishing the output")
     atomic.publish(temp, dest)
-    progress(disk.virtual_size)
-    return atomic.identity(dest)
+    _discard(temp)
+    return atomic.identity(dest) | copied.model_dump()
+
+
+def _discard(temp: str) -> None:
+    atomic.discard(temp)
+    atomic.discard(mark_path(temp))

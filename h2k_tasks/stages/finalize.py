@@ -52,7 +52,10 @@ def build_report(plan: Plan, pvm: PlannedVM, records: dict[tuple[str, str], dict
             "disk": disk.index, "source": disk.source, "source_chain": disk.chain,
             "path": path, "format": plan.output.format, "compressed": plan.output.compress,
             "virtual_size": disk.virtual_size,
-            "sha256": final.get(path, {}).get("sha256") or verified.get("sha256"),
+            # the guest-visible content digests (h2k_tasks/copier.py): of the source as converted, and
+            # of the output as validated (after the guest fixes) or else as verified
+            "source_content_sha256": verified.get("source_content_sha256"),
+            "content_sha256": final.get(path, {}).get("content_sha256") or verified.get("content_sha256"),
             "identical_to_source": verified.get("identical", False),  # as converted, before guest fixes
             "fixed": bool(guest.get("changes")),
         })

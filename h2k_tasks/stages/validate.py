@@ -12,15 +12,26 @@ from h2k_tasks.accel import Hypervisor
 from h2k_tasks.boot_test import boot_test
 from h2k_tasks.machine import for_test, shipped_machine
 from h2k_tasks.stages import StageFailed
-from h2k_tasks.stages.verify import check_output, sha256_file
+from h2k_tasks.atomic import identity
+from h2k_tasks.stages.verify import check_output, content_sha256
 
 
-def validate_vm(pvm: PlannedVM, output: Output, outputs: list[str], inspection: dict, vm_dir: str,
-                alive: Callable[[], bool], hv: Hypervisor = Hypervisor(), gen: int = 0) -> dict:
-    """`gen`: this attempt's lease generation (its boot scratch directory is named by it)."""
+def _checked(path: str, output: Output, size: int, verified: dict, alive: Callable[[], bool]) -> dict:
+    """An output's check and content digest; the digest verify took is reused while the output is
+    the file verify read (same inode, size and mtime)."""
+    result = check_output(path, output.format, size) | {"path": path}
+    if verified.get("output") == identity(path):
+        return result | {"content_sha256": verified["content_sha256"], "digest": "as verified"}
+    return result | {"content_sha256": content_sha256(path, output.format, size, alive), "digest": "read"}
+
+
+def validate_vm(pvm: PlannedVM, output: Output, outputs: list[str], verified: list[dict], inspection: dict,
+                vm_dir: str, alive: Callable[[], bool], hv: Hypervisor = Hypervisor(), gen: int = 0) -> dict:
+    """`verified`: each disk's verify result. `gen`: this attempt's lease generation (its boot scratch
+    directory is named by it)."""
     vm = pvm.vm
-    checks = [check_output(path, output.format, disk.virtual_size) | {"path": path, "sha256": sha256_file(path, alive)}
-              for disk, path in zip(vm.disks, outputs)]
+    checks = [_checked(path, output, disk.virtual_size, done, alive)
+              for disk, path, done in zip(vm.disks, outputs, verified)]
     os_type = inspection.get("os_type", "unknown")
     if "guest" in pvm.stages and os_type == "unknown":
         raise StageFailed("no operating system was found on the disks; a VM that holds data only is migrated "

@@ -1,0 +1,177 @@
+"""The copier and the stages built on it (convert, verify), on real images through real qemu-nbd:
+one read of the source, a content digest that any one-byte difference changes, a copy that resumes
+from its last mark, and no server left running."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from h2k_planner.models import Disk, Output
+from h2k_tasks import atomic, copier, nbd, process
+from h2k_tasks.stages import StageFailed
+from h2k_tasks.stages.convert import convert_disk, mark_path, take_over
+from h2k_tasks.stages.verify import content_sha256, verify_disk
+from tests.builders.disks import MIB
+from tests.support import content_sha256 as reference_digest, processes_with
+
+SIZE = 40 * MIB + 4096  # not a multiple of the chunk: the last chunk is short
+SEGMENT = 8 * MIB
+
+
+def scattered_raw(path: str, size: int = SIZE) -> list[int]:
+    """A sparse raw disk with data at unaligned places, one run at the very end; the data offsets."""
+    offsets = [3 * MIB + 512, 9 * MIB, 17 * MIB - 4096, 31 * MIB + 77, size - 6000]
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for n, at in enumerate(offsets):
+            f.seek(at)
+            f.write(bytes([n + 1]) * min(1500 * 1024, size - at))
+    return offsets
+
+
+def image(tmp_path, fmt: str, name: str = "src") -> str:
+    raw = str(tmp_path / f"{name}.raw")
+    scattered_raw(raw)
+    if fmt == "raw":
+        return raw
+    out = str(tmp_path / f"{name}.{fmt}")
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", fmt, raw, out], check=True)
+    return out
+
+
+def disk(path: str, fmt: str) -> Disk:
+    return Disk(index=0, source=path, format=fmt, virtual_size=SIZE)
+
+
+def flip_byte(path: str, offset: int) -> None:
+    """Change one byte of a raw image in place, keeping its size and mtime."""
+    st = os.stat(path)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        old = f.read(1)
+        f.seek(offset)
+        f.write(bytes([(old[0] ^ 0xFF) if old else 1]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def convert(tmp_path, src: str, fmt: str, out_fmt: str = "qcow2", compress: bool = False, gen: int = 1,
+            source: dict | None = None, **kw) -> tuple[str, dict]:
+    dest = str(tmp_path / "out" / f"vm-disk0.{out_fmt}")
+    result = convert_disk(disk(src, fmt), Output(directory=str(tmp_path / "out"), format=out_fmt, compress=compress),
+                          dest, gen, source or {"files": [src]}, lambda: True, lambda n: None, lambda: True,
+                          segment=SEGMENT, **kw)
+    return dest, result
+
+
+@pytest.mark.parametrize("fmt,out_fmt,compress", [("raw", "qcow2", False), ("vmdk", "raw", False),
+                                                  ("qcow2", "qcow2", True), ("vmdk", "qcow2", False)])
+def test_the_copy_holds_the_source_content_and_both_digests_agree(tmp_path, fmt, out_fmt, compress):
+    src = image(tmp_path, fmt)
+    dest, result = convert(tmp_path, src, fmt, out_fmt, compress)
+    assert subprocess.run(["qemu-img", "compare", "-f", fmt, "-F", out_fmt, src, dest]).returncode == 0
+    digest = reference_digest(src, fmt, segment=SEGMENT)
+    assert result["content_sha256"] == digest
+    assert content_sha256(dest, out_fmt, SIZE, lambda: True) != digest  # verify's own segment size
+    assert verify_disk(disk(src, fmt), Output(directory=str(tmp_path / "out"), format=out_fmt), dest,
+                       {"content_sha256": content_sha256(src, fmt, SIZE, lambda: True)}, lambda: True)["identical"]
+    data = 5 * 1500 * 1024
+    assert result["bytes_read"] <= data + 5 * 2 * MIB  # only the chunks that hold data were read
+    assert result["resumed_from"] == 0
+    if compress:
+        info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", dest], capture_output=True).stdout)
+        assert info["format-specific"]["data"]["compression-type"] == "zstd"
+        assert info["actual-size"] < data / 10  # the runs are one repeated byte each: they compress to little
+    assert os.listdir(tmp_path / "out") == [os.path.basename(dest)]  # no temp, no mark
+    assert not processes_with("qemu-nbd", str(tmp_path))
+
+
+@pytest.mark.parametrize("where", ["data", "zero", "last"])
+def test_one_byte_of_difference_changes_the_digest_and_fails_verify(tmp_path, where):
+    src = image(tmp_path, "raw")
+    dest, result = convert(tmp_path, src, "raw", "raw")
+    flip_byte(dest, {"data": 9 * MIB + 100, "zero": 20 * MIB + 3, "last": SIZE - 1}[where])
+    assert atomic.still_same(result)  # same size and mtime: only the content tells
+    with pytest.raises(StageFailed, match="content differs from the source.*output content digest"):
+        verify_disk(disk(src, "raw"), Output(directory=str(tmp_path / "out"), format="raw"), dest,
+                    {"content_sha256": content_sha256(src, "raw", SIZE, lambda: True)}, lambda: True)
+
+
+def test_a_stopped_copy_resumes_from_its_last_mark(tmp_path):
+    src = image(tmp_path, "raw")
+    dest = str(tmp_path / "out" / "vm-disk0.qcow2")
+    output = Output(directory=str(tmp_path / "out"))
+    marks = []
+    with pytest.raises(process.Interrupted):
+        def stop_after_two_marks() -> bool:
+            if os.path.exists(mark_path(atomic.temp_path(dest, "g1"))):
+                marks.append(json.load(open(mark_path(atomic.temp_path(dest, "g1"))))["mark"]["done"])
+            return not marks or marks[-1] < 2 * SEGMENT
+        convert_disk(disk(src, "raw"), output, dest, 1, {"files": [src]}, stop_after_two_marks, lambda n: None,
+                     lambda: True, rate_limit=4 * MIB, segment=SEGMENT)
+    assert not os.path.exists(dest) and os.path.exists(atomic.temp_path(dest, "g1"))
+    assert marks[-1] >= 2 * SEGMENT
+    # an attempt from another source does not resume, and clears the dead attempt's files
+    _, mark = take_over(dest, 2, {"files": ["other"]}, "qcow2")
+    assert mark is None and os.listdir(tmp_path / "out") == []
+
+
+def test_a_new_generation_takes_over_the_dead_attempts_copy(tmp_path):
+    src = image(tmp_path, "raw")
+    dest = str(tmp_path / "out" / "vm-disk0.qcow2")
+    output = Output(directory=str(tmp_path / "out"))
+
+    def stop_late() -> bool:
+        return os.path.exists(mark_path(atomic.temp_path(dest, "g1"))) is False or \
+            json.load(open(mark_path(atomic.temp_path(dest, "g1"))))["mark"]["done"] < 3 * SEGMENT
+    with pytest.raises(process.Interrupted):
+        convert_disk(disk(src, "raw"), output, dest, 1, {"files": [src]}, stop_late, lambda n: None, lambda: True,
+                     rate_limit=4 * MIB, segment=SEGMENT)
+    done = json.load(open(mark_path(atomic.temp_path(dest, "g1"))))["mark"]["done"]
+    # the dead attempt had written a little past its mark: the taker zeroes that
+    result = convert_disk(disk(src, "raw"), output, dest, 3, {"files": [src]}, lambda: True, lambda n: None,
+                          lambda: True, segment=SEGMENT)
+    assert result["resumed_from"] == done >= 3 * SEGMENT
+    assert result["bytes_read"] <= SIZE - done
+    assert result["content_sha256"] == reference_digest(src, "raw", segment=SEGMENT)
+    assert subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", src, dest]).returncode == 0
+    assert sorted(os.listdir(tmp_path / "out")) == ["vm-disk0.qcow2"]
+
+
+def test_the_rate_limit_caps_the_read_rate(tmp_path):
+    src = image(tmp_path, "raw")
+    start = time.monotonic()
+    _, result = convert(tmp_path, src, "raw", rate_limit=2 * MIB)
+    assert time.monotonic() - start >= result["bytes_read"] / (2 * MIB) - 1
+
+
+def test_a_source_qemu_cannot_open_fails_the_stage_naming_it(tmp_path):
+    src = str(tmp_path / "broken.qcow2")
+    with open(src, "wb") as f:
+        f.write(b"QFI\xfb" + bytes(500))
+    with pytest.raises(StageFailed, match=f"{src}: cannot read the source"):
+        convert(tmp_path, src, "qcow2")
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_a_server_that_cannot_start_says_why():
+    with pytest.raises(nbd.ServerFailed, match="No such file"):
+        with nbd.serve(nbd.qemu_nbd("/nonexistent/disk.raw", "raw")):
+            pass
+
+
+def test_the_digest_does_not_depend_on_allocation(tmp_path):
+    """Zeroes written as data and zeroes left as a hole give the same digest."""
+    sparse = str(tmp_path / "sparse.raw")
+    with open(sparse, "wb") as f:
+        f.truncate(SIZE)
+    full = str(tmp_path / "full.raw")
+    with open(full, "wb") as f:
+        f.write(bytes(SIZE))
+    digests = {content_sha256(p, "raw", SIZE, lambda: True) for p in (sparse, full)}
+    assert len(digests) == 1
+    with nbd.serve(nbd.qemu_nbd(full, "raw")) as export:
+        assert copier.copy(export, None, SIZE, segment=SEGMENT).bytes_read == SIZE  # read, found zero
