@@ -1,15 +1,15 @@
 """The copier: reads a source NBD export once, writes what it holds to an output export, and hashes
 the guest-visible content on the way (docs/throughput.md, parts 1, 3 and 4).
 
-The content digest is independent of formats and of how either side allocates: the disk is cut in
-chunks of CHUNK bytes, each chunk hashed (SHA-256; a chunk the allocation map says is zero gets the
-digest of that many zero bytes without being read), the chunk digests of each segment hashed into a
-segment digest, and the segment digests hashed into the content digest. Two exports with the same
-content have the same digest; one byte of difference changes it.
+The content digest is independent of formats, of how either side allocates and of how a copy is
+cut: the disk is cut in chunks of CHUNK bytes, each chunk hashed (SHA-256; a chunk the allocation
+map says is zero gets the digest of that many zero bytes without being read), the chunk digests of
+each GROUP bytes hashed into a group digest, and the group digests into the content digest. Two
+exports with the same content have the same digest; one byte of difference changes it.
 
-A copy runs segment by segment. After each, the output is flushed and `on_mark` gets a Mark (bytes
-done and the segment digests so far): an attempt that dies resumes from its last mark and re-copies
-at most one segment. Data chunks are read and written by THREADS workers, each with its own
+A copy runs segment by segment (a multiple of GROUP). After each, the output is flushed and
+`on_mark` gets a Mark (bytes done and the group digests so far): an attempt that dies resumes from
+its last mark and re-copies at most one segment. Data chunks are read and written by THREADS workers, each with its own
 connections; chunks that read as all zeroes are not written (the output starts empty).
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from h2k_tasks import nbd as nbd_server
 from h2k_tasks.process import Interrupted
 
 CHUNK = 1 << 20
+GROUP = 16 << 20
 THREADS = 4
 TICK_EVERY = 0.5
 STATE_ZERO = 2  # base:allocation: the extent reads as zeroes
@@ -34,9 +35,9 @@ STATE_ZERO = 2  # base:allocation: the extent reads as zeroes
 
 class Mark(BaseModel):
     """How far a copy got: bytes done (a multiple of the segment size, or the whole disk) and the
-    digest of each segment done."""
+    digest of each group done."""
     done: int = 0
-    segments: list[str] = []
+    groups: list[str] = []
 
 
 class Copied(BaseModel):
@@ -46,8 +47,8 @@ class Copied(BaseModel):
     resumed_from: int
 
 
-def content_digest(segments: list[str]) -> str:
-    return hashlib.sha256(b"".join(bytes.fromhex(s) for s in segments)).hexdigest()
+def content_digest(groups: list[str]) -> str:
+    return hashlib.sha256(b"".join(bytes.fromhex(g) for g in groups)).hexdigest()
 
 
 _zero_digests: dict[int, bytes] = {}
@@ -145,10 +146,10 @@ def copy(src: str, dst: str | None, size: int, *, segment: int, mark: Mark | Non
          on_mark: Callable[[Mark], None] = lambda m: None, tick: Callable[[], bool] = lambda: True,
          progress: Callable[[int], None] = lambda n: None, rate_limit: int = 0) -> Copied:
     """Copy export `src` ([0, size)) to export `dst` from `mark` on (None: from 0, `dst` empty), or with
-    `dst` None only hash `src`. `segment` is a multiple of CHUNK. Raises process.Interrupted when
+    `dst` None only hash `src`. `segment` is a multiple of GROUP. Raises process.Interrupted when
     `tick()` returns False (the last mark stands); nbd.Error on a failed read or write."""
-    if segment % CHUNK:
-        raise ValueError(f"segment {segment} is not a multiple of {CHUNK}")
+    if segment % GROUP or not segment:
+        raise ValueError(f"segment {segment} is not a multiple of {GROUP}")
     mark = Mark() if mark is None else mark.model_copy(deep=True)
     resumed_from = mark.done
     conns = _Connections(src, dst)
@@ -192,16 +193,18 @@ def copy(src: str, dst: str | None, size: int, *, segment: int, mark: Mark | Non
                                 f.cancel()
                             raise Interrupted("copy stopped")
                         progress(end - CHUNK * len(pending))
-                h = hashlib.sha256()
-                for d in digests:
-                    h.update(d.result() if isinstance(d, Future) else d)
+                per_group = GROUP // CHUNK
+                for g in range(0, len(digests), per_group):
+                    h = hashlib.sha256()
+                    for d in digests[g:g + per_group]:
+                        h.update(d.result() if isinstance(d, Future) else d)
+                    mark.groups.append(h.hexdigest())
                 if out is not None:
                     out.flush()
-                mark.segments.append(h.hexdigest())
                 mark.done = end
                 on_mark(mark.model_copy(deep=True))
                 progress(end)
     finally:
         conns.close()
-    return Copied(content_sha256=content_digest(mark.segments), bytes_read=counts["read"],
+    return Copied(content_sha256=content_digest(mark.groups), bytes_read=counts["read"],
                   bytes_written=counts["written"], resumed_from=resumed_from)

@@ -142,25 +142,25 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def content_sha256(path: str, fmt: str, chunk: int = 1 << 20, segment: int = 1 << 30) -> str:
+def content_sha256(path: str, fmt: str, chunk: int = 1 << 20, group: int = 16 << 20) -> str:
     """The guest-visible content digest of an image, computed apart from the product: the image
-    converted to raw by qemu-img, every chunk of it hashed (zeroes too), chunk digests into segment
+    converted to raw by qemu-img, every chunk of it hashed (zeroes too), chunk digests into group
     digests into the content digest (the definition in h2k_tasks/copier.py)."""
     with tempfile.TemporaryDirectory() as d:
         raw = os.path.join(d, "content.raw")
         subprocess.run(["qemu-img", "convert", "-U", "-f", fmt, "-O", "raw", path, raw], check=True)
-        segments, seg = [], hashlib.sha256()
+        groups, h = [], hashlib.sha256()
         with open(raw, "rb") as f:
             offset = 0
             while block := f.read(chunk):
-                seg.update(hashlib.sha256(block).digest())
+                h.update(hashlib.sha256(block).digest())
                 offset += len(block)
-                if offset % segment == 0:
-                    segments.append(seg.digest())
-                    seg = hashlib.sha256()
-            if offset % segment:
-                segments.append(seg.digest())
-    return hashlib.sha256(b"".join(segments)).hexdigest()
+                if offset % group == 0:
+                    groups.append(h.digest())
+                    h = hashlib.sha256()
+            if offset % group:
+                groups.append(h.digest())
+    return hashlib.sha256(b"".join(groups)).hexdigest()
 
 
 def link_or_copy(src: str, dst: str) -> None:

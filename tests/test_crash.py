@@ -1,5 +1,6 @@
-"""A worker killed with SIGKILL in the middle of a convert: a new worker finishes the wave, no
-finished stage runs again, and the output is identical to an uninterrupted conversion."""
+"""A worker killed with SIGKILL past the middle of a convert: a new worker finishes the wave, no
+finished stage runs again, the resumed convert re-copies at most one segment, and the output is
+identical to an uninterrupted conversion."""
 from __future__ import annotations
 
 import glob
@@ -31,7 +32,8 @@ def test_sigkill_mid_convert_resumes_without_redoing(tmp_path, redis_server, wor
     vmx = os.path.join(src, "crashy.vmx")
     write_vmx(vmx, "crashy", [("scsi", 0, 0, "crashy.vmdk"), ("scsi", 0, 1, "crashy_1.vmdk")], "00:50:56:00:00:01")
     out = str(tmp_path / "out")
-    settings = suite_settings(redis_server.url)
+    segment = 128 << 20
+    settings = suite_settings(redis_server.url, copy_segment=segment, convert_rate_limit=256 << 20)
     first = workers.start(settings)
     env = {**os.environ, "PYTHONPATH": ROOT}
     conductor = subprocess.Popen(
@@ -39,15 +41,17 @@ def test_sigkill_mid_convert_resumes_without_redoing(tmp_path, redis_server, wor
          "--broker", redis_server.url], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     r = redis_server.client()
 
-    def convert_running():
+    def past_half() -> int:
         keys = r.keys("h2k:st:*:crashy:d1:convert")
-        return keys and r.hget(keys[0], "status") == "running" and int(r.hget(keys[0], "bytes") or 0) > 0
+        done = keys and r.hget(keys[0], "status") == "running" and int(r.hget(keys[0], "bytes") or 0)
+        return done if done and done > (1536 << 20) // 2 else 0
 
-    wait_for(convert_running, 120, "the big disk's convert to be under way")
+    wait_for(past_half, 120, "the big disk's convert to be past half of its data")
     dest = os.path.join(out, "crashy", "crashy-disk1.raw")
     assert glob.glob(os.path.join(out, "crashy", ".crashy-disk1.raw.tmp-*")), "convert wrote no temp file"
     assert not os.path.exists(dest)
     workers.kill(first)
+    copied_before_kill = int(r.hget(r.keys("h2k:st:*:crashy:d1:convert")[0], "bytes"))
     done_before_kill = {e["stage"] for e in _log(r) if e["event"] == "succeeded"}
     assert "crashy/d0/convert" in done_before_kill
 
@@ -70,6 +74,9 @@ def test_sigkill_mid_convert_resumes_without_redoing(tmp_path, redis_server, wor
     report = json.loads(h2k("wave", "report", wave, "--broker", redis_server.url).stdout)
     convert_rows = [s for s in report["vms"][0]["stages"] if (s["lane"], s["stage"]) == ("d1", "convert")]
     assert convert_rows[0]["attempts"] == 2 and report["vms"][0]["status"] == "succeeded"
+    resumed = json.loads(r.hget(r.keys("h2k:st:*:crashy:d1:convert")[0], "result"))
+    assert resumed["resumed_from"] >= copied_before_kill - segment  # at most one segment copied again
+    assert resumed["bytes_read"] <= 1536 * (1 << 20) - resumed["resumed_from"] + (1 << 20)
 
     reference = str(tmp_path / "reference.raw")
     subprocess.run(["qemu-img", "convert", "-f", "vmdk", "-O", "raw", os.path.join(src, "crashy_1.vmdk"), reference],

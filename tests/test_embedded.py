@@ -19,7 +19,7 @@ import pytest
 
 from tests.builders.disks import patterned_raw
 from tests.builders.vmware import build_demo_vm
-from tests.support import ROOT, h2k, sha256, wait_for
+from tests.support import ROOT, content_sha256, h2k, sha256, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -171,7 +171,7 @@ def test_killed_mid_guest_leaves_no_appliance_and_resumes(tmp_path, sig):
     report = json.load(open(os.path.join(out, "demo-debian12", "report.json")))
     assert report["status"] == "succeeded" and report["changes"]
     disk = os.path.join(out, "demo-debian12", "demo-debian12-disk0.raw")
-    assert report["outputs"][0]["sha256"] == sha256(disk)  # as validated after the fixes were committed
+    assert report["outputs"][0]["content_sha256"] == content_sha256(disk, "raw")  # as validated after the fixes
     assert not glob.glob(os.path.join(out, "demo-debian12", ".guest-*"))
 
 

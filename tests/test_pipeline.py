@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from tests.builders.vmware import DiskSpec, build_vm
-from tests.support import h2k
+from tests.support import content_sha256, h2k
 
 pytestmark = pytest.mark.slow
 
@@ -53,9 +53,9 @@ def test_migrate_succeeds_with_report_and_outputs(migrated):
     assert {(s["lane"], s["stage"]) for s in report["stages"]} >= {("d0", "convert"), ("d1", "convert"), ("vm", "guest")}
     assert all(s["seconds"] is not None for s in report["stages"] if s["stage"] != "finalize")
     assert [len(o["source_chain"]) for o in report["outputs"]] == [3, 1]
-    for o in report["outputs"]:
-        with open(o["path"], "rb") as f:
-            assert hashlib.sha256(f.read()).hexdigest() == o["sha256"]
+    for o in report["outputs"]:  # digests as validated (after the fixes) and of the source as converted
+        assert o["content_sha256"] == content_sha256(o["path"], "qcow2")
+        assert o["source_content_sha256"] == content_sha256(o["source"], "vmdk")
 
 
 def test_outputs_equal_sources_and_sources_untouched(migrated):

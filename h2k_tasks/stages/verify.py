@@ -9,9 +9,6 @@ from h2k_planner.models import Disk, Output
 from h2k_tasks import atomic, copier, nbd, qemu_img
 from h2k_tasks.stages import StageFailed
 
-SEGMENT = 1 << 30
-
-
 def check_output(path: str, fmt: str, expected_size: int) -> dict:
     """Metadata check and virtual size of one output; raises StageFailed on any problem."""
     result = qemu_img.check(path, fmt)
@@ -26,7 +23,7 @@ def check_output(path: str, fmt: str, expected_size: int) -> dict:
 def content_sha256(path: str, fmt: str, size: int, tick: Callable[[], bool]) -> str:
     """The guest-visible content digest of image `path` (h2k_tasks/copier.py)."""
     with nbd.serve(nbd.qemu_nbd(path, fmt)) as export:
-        return copier.copy(export, None, size, segment=SEGMENT, tick=tick).content_sha256
+        return copier.copy(export, None, size, segment=64 * copier.GROUP, tick=tick).content_sha256
 
 
 def verify_disk(disk: Disk, output: Output, dest: str, converted: dict, tick: Callable[[], bool]) -> dict:
