@@ -14,7 +14,9 @@ connections; chunks that read as all zeroes are not written (the output starts e
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -38,6 +40,19 @@ class Mark(BaseModel):
     digest of each group done."""
     done: int = 0
     groups: list[str] = []
+
+
+class CopyFailed(Exception):
+    """A read of the source or a write of the output failed; the message says which, where and why."""
+
+
+def _why(e: nbd.Error, address: str) -> str:
+    """The errno text of a failed request, or what the server said when it dropped the connection."""
+    code = getattr(errno, e.errno, None) if isinstance(e.errno, str) else e.errno
+    said = nbd_server.last_words(address)
+    if code == errno.ENOTCONN and said:
+        return said
+    return os.strerror(code) if code else e.string
 
 
 class Copied(BaseModel):
@@ -136,10 +151,11 @@ class _Connections:
         return self.local.pair
 
     def close(self) -> None:
-        for src, dst in self.opened:
-            if dst is not None:
-                dst.shutdown()
-            src.shutdown()
+        for handle in (h for pair in self.opened for h in pair if h is not None):
+            try:
+                handle.shutdown()
+            except nbd.Error:
+                pass  # a connection the failure already closed
 
 
 def copy(src: str, dst: str | None, size: int, *, segment: int, mark: Mark | None = None,
@@ -147,7 +163,8 @@ def copy(src: str, dst: str | None, size: int, *, segment: int, mark: Mark | Non
          progress: Callable[[int], None] = lambda n: None, rate_limit: int = 0) -> Copied:
     """Copy export `src` ([0, size)) to export `dst` from `mark` on (None: from 0, `dst` empty), or with
     `dst` None only hash `src`. `segment` is a multiple of GROUP. Raises process.Interrupted when
-    `tick()` returns False (the last mark stands); nbd.Error on a failed read or write."""
+    `tick()` returns False (the last mark stands); CopyFailed on a failed read or write, nbd.Error
+    when a server stops answering."""
     if segment % GROUP or not segment:
         raise ValueError(f"segment {segment} is not a multiple of {GROUP}")
     mark = Mark() if mark is None else mark.model_copy(deep=True)
@@ -160,10 +177,16 @@ def copy(src: str, dst: str | None, size: int, *, segment: int, mark: Mark | Non
     def data_chunk(offset: int, length: int) -> bytes:
         s, d = conns.get()
         throttle.take(length)
-        buf = s.pread(length, offset)
+        try:
+            buf = s.pread(length, offset)
+        except nbd.Error as e:
+            raise CopyFailed(f"cannot read the source at offset {offset}: {_why(e, src)}") from None
         written = 0
         if d is not None and buf != _zeroes(length):
-            d.pwrite(buf, offset)
+            try:
+                d.pwrite(buf, offset)
+            except nbd.Error as e:
+                raise CopyFailed(f"cannot write the output at offset {offset}: {_why(e, dst)}") from None
             written = length
         with lock:
             counts["read"] += length
@@ -185,7 +208,12 @@ def copy(src: str, dst: str | None, size: int, *, segment: int, mark: Mark | Non
                     digests.append(_zero_digest(length) if c in zero else pool.submit(data_chunk, c, length))
                 pending = {d for d in digests if isinstance(d, Future)}
                 while pending:
-                    _, pending = wait(pending, timeout=TICK_EVERY, return_when=FIRST_COMPLETED)
+                    finished, pending = wait(pending, timeout=TICK_EVERY, return_when=FIRST_COMPLETED)
+                    failed = next((f.exception() for f in finished if f.exception()), None)
+                    if failed is not None:  # the first failure in time; later ones follow from it
+                        for f in pending:
+                            f.cancel()
+                        raise failed
                     if time.monotonic() - last_tick >= TICK_EVERY:
                         last_tick = time.monotonic()
                         if not tick():

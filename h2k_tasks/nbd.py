@@ -15,13 +15,27 @@ import subprocess
 import tempfile
 import uuid
 from contextlib import contextmanager
-from typing import Iterator
+from typing import IO, Iterator
 
 import nbd
 
 from h2k_tasks import process
 
 LISTEN_FD = 3  # sd_listen_fds(3): the first passed socket
+
+
+_stderr: dict[str, IO[bytes]] = {}
+
+
+def last_words(address: str) -> str:
+    """The last line the server at `address` wrote to its stderr ("" if none): why it dropped a
+    client, when it does so instead of replying with an error."""
+    err = _stderr.get(address)
+    if err is None:
+        return ""
+    err.seek(0)
+    lines = err.read().decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 class ServerFailed(process.ProcessFailed):
@@ -52,6 +66,7 @@ def serve(cmd: list[str]) -> Iterator[str]:
                                     pass_fds=(listener.fileno(), LISTEN_FD))
         finally:
             listener.close()
+        _stderr[address] = err
         try:
             try:
                 connect(address).shutdown()
@@ -63,6 +78,7 @@ def serve(cmd: list[str]) -> Iterator[str]:
             yield address
         finally:
             process.kill_group(proc)
+            del _stderr[address]
 
 
 def qemu_nbd(path: str, fmt: str, *, connections: int = 16) -> list[str]:

@@ -92,10 +92,10 @@ class Run:
         return {pid: cmd for pid, cmd in found.items() if cmd}  # zombies have no command line
 
     def mid_convert(self) -> dict[int, str]:
-        """Wait until the convert is under way (its qemu-img running); the run's processes then."""
+        """Wait until the convert is under way (its NBD servers running); the run's processes then."""
         wait_for(lambda: self.printed("big d0/convert started"), 120, "the convert to start")
-        return wait_for(lambda: (procs := self.descendants()) and any("qemu-img convert" in c for c in procs.values())
-                        and procs, 60, "qemu-img convert to run")
+        return wait_for(lambda: (procs := self.descendants()) and any("qemu-nbd" in c for c in procs.values())
+                        and procs, 60, "the convert's qemu-nbd to run")
 
     def kill(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)
@@ -249,5 +249,5 @@ def test_failed_vm_error_is_printed_under_the_summary(tmp_path):
     table_end = max(i for i, ln in enumerate(lines) if ln.startswith("└"))
     below = lines[table_end + 1:]
     assert len(below) == 1, res.stdout
-    assert below[0].startswith(f"damaged: d0/convert: {src}: qemu-img convert failed: "), below
+    assert below[0].startswith(f"damaged: d0/convert: {src}: cannot read the source at offset "), below
     assert below[0].endswith("Input/output error"), below

@@ -77,7 +77,9 @@ def convert_disk(disk: Disk, output: Output, dest: str, gen: int, source: dict,
             copied = copier.copy(src, dst, disk.virtual_size, segment=segment, mark=mark,
                                  on_mark=lambda m: _write_mark(temp, source, m), tick=tick_and_flush,
                                  progress=progress, rate_limit=rate_limit)
-    except (nbd.ServerFailed, libnbd.Error) as e:  # the temp and its mark stay for a resume
+    except copier.CopyFailed as e:  # the temp and its mark stay for a resume
+        raise StageFailed(f"{disk.source}: {e}") from None
+    except (nbd.ServerFailed, libnbd.Error) as e:
         raise StageFailed(f"{disk.source}: the copy to {dest} failed: {e}") from None
     if not owns():
         raise process.Interrupted("lease lost before publishing the output")
