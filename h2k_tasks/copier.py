@@ -195,7 +195,7 @@ def copy(src: str, dst: str | None, size: int, *, segment: int, mark: Mark | Non
 
     main, out = conns.get()
     try:
-        if dst is not None and mark.done:
+        if dst is not None and 0 < mark.done < size:
             out.zero(size - mark.done, mark.done)  # whatever a dead attempt wrote past its mark
         last_tick = time.monotonic()
         with ThreadPoolExecutor(THREADS) as pool:

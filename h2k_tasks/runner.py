@@ -55,6 +55,9 @@ class StageRun:
         """False once the lease is lost (someone else owns the stage now) or the VM was cancelled."""
         return not (self._lost.is_set() or self._cancelled.is_set())
 
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
     def owns(self) -> bool:
         return self.alive() and self.state.owns(self.ref, self.gen)
 

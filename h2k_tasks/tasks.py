@@ -80,7 +80,8 @@ def _convert(run: StageRun) -> dict:
     fetched = run.result_of(run.ref.lane, "fetch")
     source = {k: fetched[k] for k in ("files", "unpacked") if k in fetched}
     return convert_disk(readable(run.plan.output, run.pvm.vm, run.disk), run.plan.output, dest, run.gen, source,
-                        tick, progress, run.owns, run.settings.convert_rate_limit, run.settings.copy_segment)
+                        tick, progress, run.owns, run.cancelled, run.settings.convert_rate_limit,
+                        run.settings.copy_segment)
 
 
 def _verify(run: StageRun) -> dict:

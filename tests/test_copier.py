@@ -12,6 +12,7 @@ import pytest
 
 from h2k_planner.models import Disk, Output
 from h2k_tasks import atomic, copier, nbd
+from h2k_tasks.process import Interrupted
 from h2k_tasks.stages import StageFailed
 from h2k_tasks.stages.convert import convert_disk, mark_path, take_over
 from h2k_tasks.stages.verify import content_sha256, verify_disk
@@ -63,7 +64,7 @@ def convert(tmp_path, src: str, fmt: str, out_fmt: str = "qcow2", compress: bool
     dest = str(tmp_path / "out" / f"vm-disk0.{out_fmt}")
     result = convert_disk(disk(src, fmt), Output(directory=str(tmp_path / "out"), format=out_fmt, compress=compress),
                           dest, gen, source or {"files": [src]}, lambda: True, lambda n: None, lambda: True,
-                          segment=SEGMENT, **kw)
+                          lambda: False, segment=SEGMENT, **kw)
     return dest, result
 
 
@@ -116,7 +117,7 @@ def test_a_copy_from_another_source_does_not_resume(tmp_path):
     dest = str(tmp_path / "out" / "vm-disk0.qcow2")
     with pytest.raises(Died):
         convert_disk(disk(src, "raw"), Output(directory=str(tmp_path / "out")), dest, 1, {"files": [src]},
-                     lambda: True, die_after(2 * SEGMENT), lambda: True, segment=SEGMENT)
+                     lambda: True, die_after(2 * SEGMENT), lambda: True, lambda: False, segment=SEGMENT)
     assert not os.path.exists(dest) and os.path.exists(mark_path(atomic.temp_path(dest, "g1")))
     _, mark = take_over(dest, 2, {"files": ["other"]}, "qcow2")
     assert mark is None and os.listdir(tmp_path / "out") == []  # the dead attempt's files are gone
@@ -129,7 +130,7 @@ def test_a_new_generation_takes_over_the_dead_attempts_copy(tmp_path, fmt, out_f
     output = Output(directory=str(tmp_path / "out"), format=out_fmt)
     with pytest.raises(Died):
         convert_disk(disk(src, fmt), output, dest, 1, {"files": [src]}, lambda: True, die_after(3 * SEGMENT),
-                     lambda: True, segment=SEGMENT)
+                     lambda: True, lambda: False, segment=SEGMENT)
     done = json.load(open(mark_path(atomic.temp_path(dest, "g1"))))["mark"]["done"]
     assert done == 3 * SEGMENT
     if out_fmt == "raw":
@@ -137,12 +138,41 @@ def test_a_new_generation_takes_over_the_dead_attempts_copy(tmp_path, fmt, out_f
             f.seek(done + MIB)
             f.write(b"stale" * 1000)
     result = convert_disk(disk(src, fmt), output, dest, 3, {"files": [src]}, lambda: True, lambda n: None,
-                          lambda: True, segment=SEGMENT)
+                          lambda: True, lambda: False, segment=SEGMENT)
     assert result["resumed_from"] == done
     assert result["bytes_read"] <= SIZE - done
     assert result["content_sha256"] == reference_digest(src, fmt)
     assert subprocess.run(["qemu-img", "compare", "-f", fmt, "-F", out_fmt, src, dest]).returncode == 0
     assert os.listdir(tmp_path / "out") == [os.path.basename(dest)]
+
+
+def test_a_copy_that_died_after_its_last_mark_is_taken_over_whole(tmp_path):
+    """The attempt died after copying everything but before publishing: the next one copies nothing."""
+    src = image(tmp_path, "raw")
+    dest = str(tmp_path / "out" / "vm-disk0.qcow2")
+    output = Output(directory=str(tmp_path / "out"))
+    with pytest.raises(Died):
+        convert_disk(disk(src, "raw"), output, dest, 1, {"files": [src]}, lambda: True, die_after(SIZE),
+                     lambda: True, lambda: False, segment=SEGMENT)
+    result = convert_disk(disk(src, "raw"), output, dest, 2, {"files": [src]}, lambda: True, lambda n: None,
+                          lambda: True, lambda: False, segment=SEGMENT)
+    assert result["resumed_from"] == SIZE and result["bytes_read"] == 0
+    assert result["content_sha256"] == reference_digest(src, "raw")
+    assert subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", src, dest]).returncode == 0
+
+
+@pytest.mark.parametrize("cancelled", [True, False])
+def test_a_cancelled_copy_leaves_nothing_and_a_superseded_one_leaves_its_mark(tmp_path, cancelled):
+    src = image(tmp_path, "raw")
+    dest = str(tmp_path / "out" / "vm-disk0.qcow2")
+    temp = atomic.temp_path(dest, "g1")
+    with pytest.raises(Interrupted):  # stopped at the first tick after the first mark
+        convert_disk(disk(src, "raw"), Output(directory=str(tmp_path / "out")), dest, 1, {"files": [src]},
+                     lambda: not os.path.exists(mark_path(temp)), lambda n: None, lambda: True,
+                     lambda: cancelled, segment=SEGMENT, rate_limit=2 * MIB)
+    assert os.path.exists(temp) == os.path.exists(mark_path(temp)) == (not cancelled)
+    assert not os.path.exists(dest)
+    assert not processes_with("qemu-nbd", str(tmp_path))
 
 
 def test_the_rate_limit_caps_the_read_rate(tmp_path):

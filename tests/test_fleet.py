@@ -221,11 +221,11 @@ def test_cancel_one_vm(fleet, small_vms, big_vm, tmp_path):
     wave = fleet.submit("cancel", {**small_vms, "big": big_vm})
     r = fleet.r
     wait_for(lambda: int(r.hget(f"h2k:st:{wave}:big:d0:convert", "bytes") or 0) > 0, 120, "the big convert")
-    assert _qemu_img_writing("big-disk0")
+    assert _output_served("big-disk0")
     cancelled_at = time.time()
     res = h2k("wave", "cancel", wave, "big", "--broker", fleet.redis.url)
     assert res.returncode == 0, res.stderr
-    wait_for(lambda: not _qemu_img_writing("big-disk0"), 10, "the cancelled qemu-img to stop")
+    wait_for(lambda: not _output_served("big-disk0"), 10, "the cancelled output's qemu-nbd to stop")
     assert time.time() - cancelled_at < 10
     reports = {r["vm"]: r for r in fleet.wait_wave(wave)}
     assert reports["big"]["status"] == "cancelled"
@@ -246,12 +246,12 @@ def test_cancel_one_vm(fleet, small_vms, big_vm, tmp_path):
     assert_no_concurrent_writers(fleet.log(wave))
 
 
-def _qemu_img_writing(fragment: str) -> bool:
+def _output_served(fragment: str) -> bool:
     for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
         try:
             args = open(cmdline, "rb").read().split(b"\0")
         except OSError:
             continue
-        if args and args[0].endswith(b"qemu-img") and any(fragment.encode() in a for a in args):
+        if args and args[0].endswith(b"qemu-nbd") and any(fragment.encode() in a for a in args):
             return True
     return False

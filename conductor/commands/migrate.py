@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     except BaseException as e:
         if not embedded:
             raise
-        broker_died = isinstance(e, redis.ConnectionError) and embedded.redis is not None and embedded.redis.poll() is not None
+        broker_died = isinstance(e, redis.ConnectionError) and embedded.redis is not None and _exited(embedded.redis)
         embedded.stop(graceful=False)
         if broker_died:
             embedded.check()  # raises EmbeddedFailed naming the redis-server that exited
@@ -149,3 +150,13 @@ def dry_run(plan: Plan, as_json: bool) -> int:
             if change["diff"]:
                 console.print("    " + change["diff"].rstrip().replace("\n", "\n    "), markup=False, highlight=False)
     return 0
+
+
+def _exited(proc: subprocess.Popen) -> bool:
+    """Whether `proc` has exited, waiting a moment: a killed redis-server closes its clients' sockets
+    before its parent can reap it."""
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return False
+    return True

@@ -55,8 +55,11 @@ def take_over(dest: str, gen: int, source: dict, fmt: str) -> tuple[str, copier.
 
 def convert_disk(disk: Disk, output: Output, dest: str, gen: int, source: dict,
                  tick: Callable[[], bool], progress: Callable[[int], None],
-                 owns: Callable[[], bool], rate_limit: int = 0, segment: int = 1 << 30) -> dict:
-    """`source`: the source's identity as fetched (a mark made from another is not resumed)."""
+                 owns: Callable[[], bool], cancelled: Callable[[], bool], rate_limit: int = 0,
+                 segment: int = 1 << 30) -> dict:
+    """`source`: the source's identity as fetched (a mark made from another is not resumed). An
+    attempt stopped by a cancel removes its temp and mark; one that lost its lease leaves them to the
+    attempt that took over."""
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     temp, mark = take_over(dest, gen, source, output.format)
     if mark is None:
@@ -77,6 +80,10 @@ def convert_disk(disk: Disk, output: Output, dest: str, gen: int, source: dict,
             copied = copier.copy(src, dst, disk.virtual_size, segment=segment, mark=mark,
                                  on_mark=lambda m: _write_mark(temp, source, m), tick=tick_and_flush,
                                  progress=progress, rate_limit=rate_limit)
+    except process.Interrupted:
+        if cancelled():
+            _discard(temp)
+        raise
     except copier.CopyFailed as e:  # the temp and its mark stay for a resume
         raise StageFailed(f"{disk.source}: {e}") from None
     except (nbd.ServerFailed, libnbd.Error) as e:
