@@ -53,6 +53,7 @@ bench: deps
 	$(call apt_install,$(BENCH_PACKAGES))
 	$(VPY) bench/convert_overhead.py
 	$(VPY) bench/pipeline_overhead.py
+	$(VPY) bench/vsphere_stream.py
 	$(VPY) bench/wave_scale.py
 	$(VPY) bench/vs_virt_v2v.py
 

@@ -1,9 +1,8 @@
 """Live progress: a bar per disk (bytes, rate, ETA) while a wave runs on a terminal, else a plain
 line per stage start and end; a summary table at the end with every failed VM's errors under it.
 
-A disk's bytes are those its lane moves: the download from the datastore (vSphere sources; local
-sources are read in place) and the conversion. Until a download starts its size is taken to be
-the disk's virtual size; the worker reports the real total with its first bytes.
+A disk's bytes are those its conversion moves (every source is read in place: local files by
+qemu-nbd, vSphere disks streamed from their datastore), out of the disk's virtual size.
 """
 from __future__ import annotations
 
@@ -57,11 +56,7 @@ def _stage_bytes(view: VMView, key: tuple[str, str], expected: int) -> Bytes:
 
 
 def disk_bytes(view: VMView, disk: Disk) -> Bytes:
-    lane = f"d{disk.index}"
-    moved = _stage_bytes(view, (lane, "convert"), disk.virtual_size)
-    if view.pvm.source_endpoint:
-        moved = _stage_bytes(view, (lane, "fetch"), disk.virtual_size) + moved
-    return moved
+    return _stage_bytes(view, (f"d{disk.index}", "convert"), disk.virtual_size)
 
 
 def vm_bytes(view: VMView) -> Bytes:

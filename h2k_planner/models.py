@@ -115,7 +115,7 @@ class PlannedVM(Strict):
     boot_test: bool = Field(True, description="validate boots the outputs and waits for a login prompt")
     boot_timeout: float = Field(900.0, gt=0, description="seconds the boot test waits for proof of userspace")
     two_phase_boot: bool = Field(False, description="first boot on SATA (drivers install), then virtio")
-    source_endpoint: dict | None = Field(None, description="the vSphere endpoint the fetch stage downloads from: "
+    source_endpoint: dict | None = Field(None, description="the vSphere endpoint fetch and convert read the disks from: "
                                                            "host, user and a secret reference, never a password")
     shutdown_timeout: float | None = Field(None, gt=0, description="vSphere: the fetch stage shuts the VM down "
                                                                   "first, powering it off after this many seconds "

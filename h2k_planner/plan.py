@@ -3,19 +3,24 @@
 Every VM goes through the same stages on the worker host the planner places it on:
 
   per disk, all disks in parallel (a "disk lane"):
-    fetch     make the source readable on the host: local files are read in place and recorded
-              (size, mtime); remote sources are downloaded (resumable); a vSphere VM whose
-              vCenter config says `shutdown: true` is shut down first, by the first of its fetches
-    convert   one `qemu-img convert` from the top of the snapshot chain straight to the output
-              format: flatten and convert in one read and one write, to a temp name, fsync, rename
-    verify    `qemu-img check`, virtual size equal to the source, `qemu-img compare` against the
-              source, sha256 of the output
+    fetch     make the source readable on the host and record its identity: local files are read in
+              place (size, mtime), a packed disk is unpacked once into the VM's directory, a vSphere
+              disk is probed on its datastore (its files' size and Last-Modified, which file holds
+              the data); a vSphere VM whose vCenter config says `shutdown: true` is shut down first,
+              by the first of its fetches
+    convert   the copier reads the source's guest-visible content once (qemu-nbd on a local file;
+              nbdkit curl on the datastore file for vSphere, with qemu-nbd on top for a sparse
+              VMDK: only allocated bytes move), hashes it, and writes the output format under a temp
+              name, marking its progress so a dead attempt's successor resumes; fsync, rename
+    verify    `qemu-img check`, virtual size equal to the source, one read of the output whose
+              content digest must equal the source's
 
   then once per VM, when every disk lane succeeded (the "VM lane"):
     guest     one libguestfs session over all the VM's disks: inspect the guest OS, then apply
               the offline fixes on a qcow2 overlay committed only if every fix succeeded
-    validate  check the final outputs again, then boot them under QEMU on a throwaway overlay
-              and watch the serial console for proof of userspace
+    validate  check the final outputs again (verify's digest is reused while an output is unchanged),
+              then boot them under QEMU on a throwaway overlay and watch the serial console for
+              proof of userspace
 
   and always, once the VM succeeded or failed:
     finalize  write `<vm>.xml` (a libvirt domain) and `report.json` into the VM's directory

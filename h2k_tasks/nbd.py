@@ -1,5 +1,5 @@
 """NBD servers a stage starts for the copier (h2k_tasks/copier.py): `qemu-nbd` on a local image,
-`nbdkit` on a remote one.
+`nbdkit` on a remote one, `qemu-nbd` on an image read through another server's export.
 
 Each server listens on an abstract unix socket (Linux's socket namespace: no file to clean up, no
 path-length limit, nothing written outside the output directory) that this process binds and hands
@@ -111,3 +111,12 @@ def connect(address: str) -> nbd.NBD:
     h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
     h.connect_socket(sock.detach())
     return h
+
+
+def qemu_nbd_over(address: str, fmt: str, *, connections: int = 16) -> list[str]:
+    """The command exporting, read-only, the guest-visible content of the `fmt` image that the NBD
+    export at `address` holds (qemu reads the image's metadata, then only what it maps, from that
+    export)."""
+    return ["qemu-nbd", "--read-only", "--shared", str(connections), "--persistent", "--image-opts",
+            f"driver={fmt},file.driver=nbd,file.server.type=unix,file.server.path={address},"
+            "file.server.abstract=on"]

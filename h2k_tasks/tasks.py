@@ -2,19 +2,20 @@
 Flower shows readable names and never a secret; the plan itself is read from Redis."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 
 from h2k_planner.models import Plan
 from h2k_planner.plan import FINAL_STAGE
-from h2k_tasks import atomic
+from h2k_tasks import atomic, vsphere_stream
 from h2k_tasks.app import app
 from h2k_tasks.runner import StageRun, StageSpec, execute
 from h2k_tasks.settings import Settings, redis_url
 from h2k_tasks.stages import StageFailed, output_path, vm_dir
-from h2k_tasks.stages.convert import convert_disk
+from h2k_tasks.stages.convert import convert_disk, local_source
 from h2k_tasks.stages.fetch import fetch_local, unchanged
-from h2k_tasks.stages.fetch_vsphere import fetch_vsphere
+from h2k_tasks.stages.fetch_vsphere import fetch_vsphere, streamed
 from h2k_tasks.stages.fetch_packed import fetch_packed, readable, unpacked_path
 from h2k_tasks.stages.power_off import power_off_for_fetch
 from h2k_tasks.stages.finalize import finalize_vm
@@ -61,12 +62,17 @@ def _power_off(run: StageRun) -> dict:
 def _fetch(run: StageRun) -> dict:
     if run.pvm.source_endpoint:
         power = _power_off(run) if run.pvm.shutdown_timeout is not None else {}
-        return power | fetch_vsphere(run.pvm.source_endpoint, run.plan.output, run.pvm.vm, run.disk, run.alive,
-                                     run.progress)
+        return power | fetch_vsphere(run.pvm.source_endpoint, run.disk)
     if run.disk.packed:
         dest = unpacked_path(run.plan.output, run.pvm.vm, run.disk)
         return fetch_packed(run.disk, dest, run.gen, run.alive, run.owns)
     return fetch_local(run.disk)
+
+
+def _fetched_unchanged(run: StageRun, result: dict) -> bool:
+    if run.pvm.source_endpoint:
+        return vsphere_stream.unchanged(run.pvm.source_endpoint, result)
+    return unchanged(result)
 
 
 def _convert(run: StageRun) -> dict:
@@ -79,9 +85,17 @@ def _convert(run: StageRun) -> dict:
     dest = output_path(run.plan.output, run.pvm.vm, run.disk)
     fetched = run.result_of(run.ref.lane, "fetch")
     source = {k: fetched[k] for k in ("files", "unpacked") if k in fetched}
-    return convert_disk(readable(run.plan.output, run.pvm.vm, run.disk), run.plan.output, dest, run.gen, source,
-                        tick, progress, run.owns, run.cancelled, run.settings.convert_rate_limit,
-                        run.settings.copy_segment)
+    stream = None
+    with contextlib.ExitStack() as stack:
+        if run.pvm.source_endpoint:  # read in place on the datastore
+            stream = stack.enter_context(streamed(run.pvm.source_endpoint, fetched, run.plan.output, run.pvm.vm,
+                                                  run.disk, run.gen))
+            src = stream.address
+        else:
+            src = stack.enter_context(local_source(readable(run.plan.output, run.pvm.vm, run.disk)))
+        result = convert_disk(run.disk, src, run.plan.output, dest, run.gen, source, tick, progress, run.owns,
+                              run.cancelled, run.settings.convert_rate_limit, run.settings.copy_segment)
+    return result | ({"transferred": stream.transferred} if stream else {})
 
 
 def _verify(run: StageRun) -> dict:
@@ -129,7 +143,7 @@ def _outputs_unchanged(run: StageRun, result: dict) -> bool:
 
 
 SPECS = {
-    "fetch": StageSpec(_fetch, lambda run, result: unchanged(result)),
+    "fetch": StageSpec(_fetch, _fetched_unchanged),
     "convert": StageSpec(_convert, _disk_output_unchanged),
     "verify": StageSpec(_verify, _disk_output_unchanged),
     "guest": StageSpec(_guest, _outputs_unchanged),

@@ -73,7 +73,7 @@ def test_vm_mapping(records, endpoint_module):
 
 def test_concerns(records, endpoint_module):
     assert _ids(records["clean"], endpoint_module) == {}
-    assert _ids(records["snapped"], endpoint_module) == {"vsphere.snapshots": "warning"}
+    assert _ids(records["snapped"], endpoint_module) == {"vsphere.snapshots": "critical"}
     assert records["snapped"].snapshots == ["before-upgrade"]
     assert _ids(records["independent"], endpoint_module) == {"vsphere.independent-disk": "warning"}
     assert _ids(records["running"], endpoint_module) == {"vsphere.powered-on": "critical"}

@@ -19,9 +19,10 @@ def concerns(vm: VsphereVM) -> list[Concern]:
         add("powered-on", Severity.critical, f"the VM is {vm.power_state}: its disks are locked and changing",
             "shut the guest down cleanly before the run")
     if vm.snapshots:
-        add("snapshots", Severity.warning,
-            f"{len(vm.snapshots)} snapshot(s) ({', '.join(vm.snapshots)}): every disk is a delta chain",
-            "delete or consolidate the snapshots so one flat file per disk is copied")
+        add("snapshots", Severity.critical,
+            f"{len(vm.snapshots)} snapshot(s) ({', '.join(vm.snapshots)}): every disk is a delta chain, "
+            "and delta chains are not streamed",
+            "delete or consolidate the snapshots so each disk is one file on its datastore")
     for disk in vm.disks:
         if disk.backing.startswith("RawDisk") or disk.provisioning.startswith("rdm"):
             add("rdm", Severity.critical, f"{disk.label} is a raw device mapping ({disk.file})",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Callable
+from typing import Callable, Iterator
 
 import nbd as libnbd
 
@@ -53,13 +53,25 @@ def take_over(dest: str, gen: int, source: dict, fmt: str) -> tuple[str, copier.
     return temp, None
 
 
-def convert_disk(disk: Disk, output: Output, dest: str, gen: int, source: dict,
+@contextlib.contextmanager
+def local_source(disk: Disk) -> Iterator[str]:
+    """The export convert reads a source on this host's filesystem from."""
+    with contextlib.ExitStack() as stack:
+        try:
+            address = stack.enter_context(nbd.serve(nbd.qemu_nbd(disk.source, disk.format)))
+        except nbd.ServerFailed as e:
+            raise StageFailed(f"{disk.source}: cannot read the source: {e.tail}") from None
+        yield address
+
+
+def convert_disk(disk: Disk, src: str, output: Output, dest: str, gen: int, source: dict,
                  tick: Callable[[], bool], progress: Callable[[int], None],
                  owns: Callable[[], bool], cancelled: Callable[[], bool], rate_limit: int = 0,
                  segment: int = 1 << 30) -> dict:
-    """`source`: the source's identity as fetched (a mark made from another is not resumed). An
-    attempt stopped by a cancel removes its temp and mark; one that lost its lease leaves them to the
-    attempt that took over."""
+    """Copy the export at `src` (the guest-visible content of `disk`) into `dest`. `source`: the
+    source's identity as fetched (a mark made from another is not resumed). An attempt stopped by a
+    cancel removes its temp and mark; one that lost its lease leaves them to the attempt that took
+    over."""
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     temp, mark = take_over(dest, gen, source, output.format)
     if mark is None:
@@ -70,13 +82,7 @@ def convert_disk(disk: Disk, output: Output, dest: str, gen: int, source: dict,
         return tick()
 
     try:
-        with contextlib.ExitStack() as servers:
-            try:
-                src = servers.enter_context(nbd.serve(nbd.qemu_nbd(disk.source, disk.format)))
-            except nbd.ServerFailed as e:
-                _discard(temp)
-                raise StageFailed(f"{disk.source}: cannot read the source: {e.tail}") from None
-            dst = servers.enter_context(nbd.serve(nbd.qemu_nbd_output(temp, output.format, output.compress)))
+        with nbd.serve(nbd.qemu_nbd_output(temp, output.format, output.compress)) as dst:
             copied = copier.copy(src, dst, disk.virtual_size, segment=segment, mark=mark,
                                  on_mark=lambda m: _write_mark(temp, source, m), tick=tick_and_flush,
                                  progress=progress, rate_limit=rate_limit)

@@ -1,6 +1,6 @@
 """fetch for packed disks (gzip'd files, gzip'd OVA members, any disk of a zip or compressed-tar
 OVA): unpack the bytes once into the VM's output directory, to a temp name, check qemu-img reads
-the declared size, and rename. Convert and verify then read the unpacked file (`readable()`); the
+the declared size, and rename. Convert then reads the unpacked file (`readable()`); the
 source itself is never written."""
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from h2k_planner.sources.ova_archive import streamed_member
 from h2k_planner.sources.ovf_vm import Window
 from h2k_tasks import atomic, process, qemu_img
 from h2k_tasks.stages import StageFailed, vm_dir
-from h2k_tasks.stages.fetch_vsphere import local_copy
 
 CHUNK = 4 * 1024 * 1024
 SLACK = 64 * 1024 * 1024  # metadata an image may carry beyond its virtual size
@@ -29,12 +28,9 @@ def unpacked_path(output: Output, vm: VM, disk: Disk) -> str:
 
 
 def readable(output: Output, vm: VM, disk: Disk) -> Disk:
-    """The disk as convert and verify read it: a packed disk's unpacked copy, a vSphere disk's
-    downloaded copy, else itself."""
+    """The local disk as convert reads it: a packed disk's unpacked copy, else itself."""
     if disk.packed is not None:
         return disk.model_copy(update={"source": unpacked_path(output, vm, disk)})
-    if vm.source_kind == "vsphere":
-        return disk.model_copy(update={"source": local_copy(output, vm, disk)})
     return disk
 
 

@@ -22,7 +22,7 @@ def stage_rows(pvm: PlannedVM, records: dict[tuple[str, str], dict]) -> list[dic
             "attempts": int(rec.get("attempt") or 0), "host": rec.get("host", ""),
             "started": started or None, "ended": ended or None,
             "seconds": round(ended - started, 3) if started and ended >= started else None,
-            "bytes": int(rec.get("bytes") or 0),  # what the stage moved (download, conversion), as it reported
+            "bytes": int(rec.get("bytes") or 0),  # what the stage copied (the conversion), as it reported
             "error": rec.get("error") or None,
         })
     return rows
@@ -47,6 +47,7 @@ def build_report(plan: Plan, pvm: PlannedVM, records: dict[tuple[str, str], dict
     for disk in vm.disks:
         lane = f"d{disk.index}"
         verified = decode(records.get((lane, "verify"), {}), "result", {})
+        converted = decode(records.get((lane, "convert"), {}), "result", {})
         path = output_path(plan.output, vm, disk)
         outputs.append({
             "disk": disk.index, "source": disk.source, "source_chain": disk.chain,
@@ -57,6 +58,8 @@ def build_report(plan: Plan, pvm: PlannedVM, records: dict[tuple[str, str], dict
             "source_content_sha256": verified.get("source_content_sha256"),
             "content_sha256": final.get(path, {}).get("content_sha256") or verified.get("content_sha256"),
             "identical_to_source": verified.get("identical", False),  # as converted, before guest fixes
+            # bytes taken from a vSphere datastore to convert the disk (None: read in place on this host)
+            "transferred": converted.get("transferred"),
             "fixed": bool(guest.get("changes")),
         })
     return {

@@ -244,10 +244,11 @@ func main() {
 	model.Remove()
 }
 
-// guardFolders makes two datastore folders answer like a vCenter whose sessions end: under
+// guardFolders makes three datastore folders answer like a vCenter whose sessions end: under
 // /folder/expired-once/ the first session cookie seen is refused with 401 (a later login's cookie
-// is served), and under /folder/refused/ every request gets 403. The simulator's own /folder
-// handler checks no cookie at all.
+// is served), and under /folder/refused/ every request gets 403. Under /folder/norange/ files are
+// served whole whatever Range asks (200, still saying Accept-Ranges: bytes), as some proxies do.
+// The simulator's own /folder handler checks no cookie at all.
 func guardFolders(svc *simulator.Service) {
 	var mu sync.Mutex
 	var first string
@@ -267,6 +268,10 @@ func guardFolders(svc *simulator.Service) {
 	})
 	svc.HandleFunc("/folder/refused/", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusForbidden)
+	})
+	svc.HandleFunc("/folder/norange/", func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del("Range")
+		svc.ServeDatastore(w, r)
 	})
 }
 
