@@ -9,19 +9,18 @@ medians and, last, `ratio: <h2k convert / bare convert>`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.common import rounds_and_workdir  # noqa: E402
 from tests.builders.vmware import write_vmx  # noqa: E402
 
 MIB = 1 << 20
@@ -64,11 +63,7 @@ def pipeline(vmx: str, out_dir: str) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--workdir", default=None)
-    args = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="h2k-bench-", dir=args.workdir)
+    args, work = rounds_and_workdir(__doc__.splitlines()[0])
     try:
         vmx = build_source(work)
         vmdk = os.path.join(work, "bench.vmdk")

@@ -12,19 +12,18 @@ data byte and the bytes written per output byte. Prints the medians and, last,
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.common import rounds_and_workdir  # noqa: E402
 from tests.builders.vmware import write_vmx  # noqa: E402
 
 MIB = 1 << 20
@@ -88,13 +87,9 @@ def allocated(path: str) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--workdir", default=None)
-    args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/pipeline_overhead.py drops the page cache: run it as root")
-    work = tempfile.mkdtemp(prefix="h2k-bench-", dir=args.workdir)
+    args, work = rounds_and_workdir(__doc__.splitlines()[0])
     device = _device(work)
     data = RUNS * RUN_MIB * MIB
     env = {**os.environ, "PYTHONPATH": ROOT}

@@ -14,19 +14,18 @@ Prints bytes transferred per allocated byte, the peak extra disk used per output
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.common import rounds_and_workdir  # noqa: E402
 from h2k_planner.models import Disk, Output  # noqa: E402
 from h2k_planner.secret_ref import SecretRef  # noqa: E402
 from h2k_planner.sources import vsphere  # noqa: E402
@@ -117,11 +116,7 @@ def curl_side(sim, ep: Endpoint, work: str) -> tuple[float, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--workdir", default=None)
-    args = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="h2k-bench-", dir=args.workdir)
+    args, work = rounds_and_workdir(__doc__.splitlines()[0])
     password = os.urandom(12).hex()
     sim = vcsim.start("h2k-bench", password, vms=1)
     try:
