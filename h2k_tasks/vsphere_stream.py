@@ -109,19 +109,27 @@ def probe(endpoint: dict, datastore_path: str, chain: list[str], virtual_size: i
         raise StageFailed(str(e)) from None
 
 
+def _first_change(client: Client, files: list[dict]) -> str | None:
+    """How the first of `files` (as `probe` recorded them, all in the client's datastore: a disk's
+    extents sit in its descriptor's folder) differs on the datastore now; None if none does."""
+    for f in files:
+        now = client.stat(split_datastore_path(f["path"])[1])
+        if now != f:
+            return (f"{f['path']}: changed on the datastore since fetch (size {f['size']} -> {now['size']}, "
+                    f"modified {f['modified']!r} -> {now['modified']!r})")
+    return None
+
+
 def unchanged(endpoint: dict, fetched: dict) -> bool:
     """The files `probe` recorded are still on the datastore, same size and Last-Modified."""
     files = fetched.get("files") or []
+    if not files:
+        return False
     try:
-        for datastore in {split_datastore_path(f["path"])[0] for f in files}:
-            with Client(Endpoint.model_validate(endpoint), datastore) as client:
-                for f in files:
-                    if split_datastore_path(f["path"])[0] == datastore and client.stat(
-                            split_datastore_path(f["path"])[1]) != f:
-                        return False
+        with Client(Endpoint.model_validate(endpoint), split_datastore_path(files[0]["path"])[0]) as client:
+            return _first_change(client, files) is None
     except (InputError, OSError):
         return False
-    return bool(files)
 
 
 @dataclass
@@ -173,12 +181,8 @@ def stream(endpoint: dict, fetched: dict, scratch: str) -> Iterator[Stream]:
         with ExitStack() as stack:
             try:
                 client = stack.enter_context(Client(ep, datastore))
-                for f in fetched["files"]:
-                    now = client.stat(split_datastore_path(f["path"])[1])
-                    if now != f:
-                        raise StageFailed(f"{ep.url} {f['path']}: changed on the datastore since fetch "
-                                          f"(size {f['size']} -> {now['size']}, modified {f['modified']!r} -> "
-                                          f"{now['modified']!r})")
+                if why := _first_change(client, fetched["files"]):
+                    raise StageFailed(f"{ep.url} {why}")
                 client.read(path, 1, 1)  # Range honoured: a 200 would make nbdkit return wrong bytes
             except InputError as e:
                 raise StageFailed(str(e)) from None
