@@ -7,10 +7,12 @@ map says is zero gets the digest of that many zero bytes without being read), th
 each GROUP bytes hashed into a group digest, and the group digests into the content digest. Two
 exports with the same content have the same digest; one byte of difference changes it.
 
-A copy runs segment by segment (a multiple of GROUP). After each, the output is flushed and
-`on_mark` gets a Mark (bytes done and the group digests so far): an attempt that dies resumes from
-its last mark and re-copies at most one segment. Data chunks are read and written by THREADS workers, each with its own
-connections; chunks that read as all zeroes are not written (the output starts empty).
+A copy is bounded by `segment`, the most an attempt that dies copies again: it marks every half
+segment (a step). After each step a marker thread flushes the output and hands `on_mark` a Mark
+(bytes done and the group digests so far) while the next step is copied; a step ends only once the
+previous step's mark is made, so the copy is never more than two steps past its last mark. Data
+chunks are read and written by THREADS workers, each with its own connections; chunks that read as
+all zeroes are not written (the output starts empty).
 """
 from __future__ import annotations
 
@@ -31,12 +33,13 @@ from h2k_tasks.process import Interrupted
 CHUNK = 1 << 20
 GROUP = 16 << 20
 THREADS = 4
+assert THREADS < nbd_server.CONNECTIONS  # each thread's connections and the main one, on each side
 TICK_EVERY = 0.5
 STATE_ZERO = 2  # base:allocation: the extent reads as zeroes
 
 
 class Mark(BaseModel):
-    """How far a copy got: bytes done (a multiple of the segment size, or the whole disk) and the
+    """How far a copy got: bytes done (a multiple of the step, or the whole disk) and the
     digest of each group done."""
     done: int = 0
     groups: list[str] = []
@@ -162,11 +165,12 @@ def copy(src: str, dst: str | None, size: int, *, segment: int, mark: Mark | Non
          on_mark: Callable[[Mark], None] = lambda m: None, tick: Callable[[], bool] = lambda: True,
          progress: Callable[[int], None] = lambda n: None, rate_limit: int = 0) -> Copied:
     """Copy export `src` ([0, size)) to export `dst` from `mark` on (None: from 0, `dst` empty), or with
-    `dst` None only hash `src`. `segment` is a multiple of GROUP. Raises process.Interrupted when
+    `dst` None only hash `src`. `segment` is a multiple of two GROUPs. Raises process.Interrupted when
     `tick()` returns False (the last mark stands); CopyFailed on a failed read or write, nbd.Error
     when a server stops answering."""
-    if segment % GROUP or not segment:
-        raise ValueError(f"segment {segment} is not a multiple of {GROUP}")
+    if segment % (2 * GROUP) or not segment:
+        raise ValueError(f"segment {segment} is not a multiple of {2 * GROUP}")
+    step = segment // 2
     mark = Mark() if mark is None else mark.model_copy(deep=True)
     resumed_from = mark.done
     conns = _Connections(src, dst)
@@ -198,9 +202,16 @@ def copy(src: str, dst: str | None, size: int, *, segment: int, mark: Mark | Non
         if dst is not None and 0 < mark.done < size:
             out.zero(size - mark.done, mark.done)  # whatever a dead attempt wrote past its mark
         last_tick = time.monotonic()
-        with ThreadPoolExecutor(THREADS) as pool:
+        marked: Future | None = None
+
+        def flush_and_mark(m: Mark) -> None:
+            if out is not None:
+                out.flush()
+            on_mark(m)
+
+        with ThreadPoolExecutor(THREADS) as pool, ThreadPoolExecutor(1) as marker:
             while mark.done < size:
-                start, end = mark.done, min(mark.done + segment, size)
+                start, end = mark.done, min(mark.done + step, size)
                 zero = zero_chunks(main, start, end)
                 digests: list[bytes | Future] = []
                 for c in range(start, end, CHUNK):
@@ -227,11 +238,13 @@ def copy(src: str, dst: str | None, size: int, *, segment: int, mark: Mark | Non
                     for d in digests[g:g + per_group]:
                         h.update(d.result() if isinstance(d, Future) else d)
                     mark.groups.append(h.hexdigest())
-                if out is not None:
-                    out.flush()
                 mark.done = end
-                on_mark(mark.model_copy(deep=True))
+                if marked is not None:
+                    marked.result()  # marks in order; at most one flush behind the copy
+                marked = marker.submit(flush_and_mark, mark.model_copy(deep=True))
                 progress(end)
+            if marked is not None:
+                marked.result()
     finally:
         conns.close()
     return Copied(content_sha256=content_digest(mark.groups), bytes_read=counts["read"],

@@ -22,6 +22,7 @@ import nbd
 from h2k_tasks import process
 
 LISTEN_FD = 3  # sd_listen_fds(3): the first passed socket
+CONNECTIONS = 16  # clients a qemu-nbd export serves at once; one more waits for a free slot
 
 
 _stderr: dict[str, IO[bytes]] = {}
@@ -81,16 +82,22 @@ def serve(cmd: list[str]) -> Iterator[str]:
             del _stderr[address]
 
 
-def qemu_nbd(path: str, fmt: str, *, connections: int = 16) -> list[str]:
+def qemu_nbd(path: str, fmt: str) -> list[str]:
     """The command exporting image `path`, read-only, as its guest-visible content (format `fmt`, with
     its backing chain)."""
-    return ["qemu-nbd", "--format", fmt, "--read-only", "--shared", str(connections), "--persistent", path]
+    return ["qemu-nbd", "--format", fmt, "--read-only", "--shared", str(CONNECTIONS), "--persistent", path]
 
 
-def qemu_nbd_output(path: str, fmt: str, compress: bool, *, connections: int = 16) -> list[str]:
+def qemu_nbd_output(path: str, fmt: str, compress: bool) -> list[str]:
     """The command exporting output image `path` for writing; zeroes are unmapped, and with `compress`
-    every cluster is written compressed (qemu's compress filter)."""
-    cmd = ["qemu-nbd", "--shared", str(connections), "--persistent", "--discard", "unmap",
+    every cluster is written compressed (qemu's compress filter).
+
+    `--cache=unsafe`: a client's flush still writes qemu's cached metadata out to the OS, but qemu
+    never calls fdatasync itself. In its default mode qcow2 syncs the file whenever an allocation
+    has to be ordered after another, which halves the write rate (docs/benchmarks.md); durability is
+    the writer's part instead: convert fsyncs the image after each flush, before it writes the mark
+    that counts on it."""
+    cmd = ["qemu-nbd", "--cache=unsafe", "--shared", str(CONNECTIONS), "--persistent", "--discard", "unmap",
            "--detect-zeroes", "unmap"]
     if compress:
         escaped = path.replace(",", ",,")
@@ -113,10 +120,10 @@ def connect(address: str) -> nbd.NBD:
     return h
 
 
-def qemu_nbd_over(address: str, fmt: str, *, connections: int = 16) -> list[str]:
+def qemu_nbd_over(address: str, fmt: str) -> list[str]:
     """The command exporting, read-only, the guest-visible content of the `fmt` image that the NBD
     export at `address` holds (qemu reads the image's metadata, then only what it maps, from that
     export)."""
-    return ["qemu-nbd", "--read-only", "--shared", str(connections), "--persistent", "--image-opts",
+    return ["qemu-nbd", "--read-only", "--shared", str(CONNECTIONS), "--persistent", "--image-opts",
             f"driver={fmt},file.driver=nbd,file.server.type=unix,file.server.path={address},"
             "file.server.abstract=on"]

@@ -23,7 +23,7 @@ class Settings(BaseModel):
                                            "have their output directory inside it; its free space guides placement")
     convert_rate_limit: int = Field(0, ge=0, description="bytes per second each conversion may read (0: no cap), "
                                                          "to spare a shared source datastore")
-    copy_segment: int = Field(1 << 30, ge=16 << 20, multiple_of=16 << 20,
+    copy_segment: int = Field(1 << 30, ge=32 << 20, multiple_of=32 << 20,
                               description="bytes a conversion copies between two marks: an attempt that dies "
                                           "resumes from its last mark, re-copying at most this much")
     qemu: str = Field(QEMU, description="the QEMU binary for the libguestfs appliance, the boot test and the "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -20,7 +21,8 @@ from tests.builders.disks import MIB
 from tests.support import content_sha256 as reference_digest, processes_with
 
 SIZE = 100 * MIB + 4096  # not a multiple of the chunk: the last chunk is short
-SEGMENT = copier.GROUP
+SEGMENT = 2 * copier.GROUP
+STEP = copier.GROUP  # a copy marks every half segment
 
 
 def scattered_raw(path: str, size: int = SIZE) -> list[int]:
@@ -122,7 +124,7 @@ def test_a_copy_from_another_source_does_not_resume(tmp_path):
     dest = str(tmp_path / "out" / "vm-disk0.qcow2")
     with pytest.raises(Died):
         convert_local(disk(src, "raw"), Output(directory=str(tmp_path / "out")), dest, 1, {"files": [src]},
-                     lambda: True, die_after(2 * SEGMENT), lambda: True, lambda: False, segment=SEGMENT)
+                     lambda: True, die_after(2 * STEP), lambda: True, lambda: False, segment=SEGMENT)
     assert not os.path.exists(dest) and os.path.exists(mark_path(atomic.temp_path(dest, "g1")))
     _, mark = take_over(dest, 2, {"files": ["other"]}, "qcow2")
     assert mark is None and os.listdir(tmp_path / "out") == []  # the dead attempt's files are gone
@@ -134,10 +136,10 @@ def test_a_new_generation_takes_over_the_dead_attempts_copy(tmp_path, fmt, out_f
     dest = str(tmp_path / "out" / f"vm-disk0.{out_fmt}")
     output = Output(directory=str(tmp_path / "out"), format=out_fmt)
     with pytest.raises(Died):
-        convert_local(disk(src, fmt), output, dest, 1, {"files": [src]}, lambda: True, die_after(3 * SEGMENT),
+        convert_local(disk(src, fmt), output, dest, 1, {"files": [src]}, lambda: True, die_after(3 * STEP),
                      lambda: True, lambda: False, segment=SEGMENT)
     done = json.load(open(mark_path(atomic.temp_path(dest, "g1"))))["mark"]["done"]
-    assert done == 3 * SEGMENT
+    assert done == 3 * STEP
     if out_fmt == "raw":
         with open(atomic.temp_path(dest, "g1"), "r+b") as f:  # what a dead attempt wrote past its mark
             f.seek(done + MIB)
@@ -164,6 +166,28 @@ def test_a_copy_that_died_after_its_last_mark_is_taken_over_whole(tmp_path):
     assert result["resumed_from"] == SIZE and result["bytes_read"] == 0
     assert result["content_sha256"] == reference_digest(src, "raw")
     assert subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", src, dest]).returncode == 0
+
+
+def test_each_mark_describes_what_the_image_file_already_holds(tmp_path):
+    """The output's server writes no sync of its own (nbd.qemu_nbd_output): a mark is handed over
+    only after a flush put qemu's metadata in the file, so another reader of the file sees the
+    marked content while the writer still runs."""
+    src = image(tmp_path, "qcow2")
+    out = str(tmp_path / "out.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", out, str(SIZE)], check=True)
+    seen: list[int] = []
+
+    def on_mark(m: copier.Mark) -> None:
+        cmp = subprocess.run(["qemu-img", "compare", "-U", "-f", "qcow2", "-F", "qcow2", src, out],
+                             capture_output=True, text=True)  # -U: beside the writer's lock
+        first_difference = re.search(r"mismatch at offset (\d+)", cmp.stdout)
+        assert cmp.returncode == 0 or (first_difference and int(first_difference[1]) >= m.done), cmp.stdout
+        seen.append(m.done)
+
+    with nbd.serve(nbd.qemu_nbd(src, "qcow2")) as s, nbd.serve(nbd.qemu_nbd_output(out, "qcow2", False)) as d:
+        copied = copier.copy(s, d, SIZE, segment=SEGMENT, on_mark=on_mark)
+    assert seen == list(range(STEP, SIZE, STEP)) + [SIZE]  # in order, every half segment
+    assert copied.content_sha256 == reference_digest(src, "qcow2")
 
 
 @pytest.mark.parametrize("cancelled", [True, False])

@@ -67,10 +67,8 @@ def _broker(args: argparse.Namespace, with_worker: bool):
         else:
             embedded.start_redis()
         yield cfg, embedded.settings
-    except BaseException:
-        embedded.stop(graceful=False)
-        raise
-    embedded.stop()
+    finally:
+        embedded.stop()
 
 
 def _load(state: State, wave: str) -> Plan:

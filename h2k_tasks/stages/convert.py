@@ -28,6 +28,13 @@ def _write_mark(temp: str, source: dict, mark: copier.Mark) -> None:
     atomic.write_atomic(mark_path(temp), json.dumps({"source": source, "mark": mark.model_dump()}))
 
 
+def _durable_mark(temp: str, source: dict, mark: copier.Mark) -> None:
+    """After the copier's flush (qemu's metadata is in the OS, nbd.qemu_nbd_output): the image on
+    disk, then the mark that counts on it."""
+    atomic.fsync_path(temp)
+    _write_mark(temp, source, mark)
+
+
 def take_over(dest: str, gen: int, source: dict, fmt: str) -> tuple[str, copier.Mark | None]:
     """This attempt's temp path and the mark to resume from: the newest dead attempt's temp, renamed
     to this attempt's name, if its mark was made from `source` and its image checks clean; None
@@ -84,7 +91,7 @@ def convert_disk(disk: Disk, src: str, output: Output, dest: str, gen: int, sour
     try:
         with nbd.serve(nbd.qemu_nbd_output(temp, output.format, output.compress)) as dst:
             copied = copier.copy(src, dst, disk.virtual_size, segment=segment, mark=mark,
-                                 on_mark=lambda m: _write_mark(temp, source, m), tick=tick_and_flush,
+                                 on_mark=lambda m: _durable_mark(temp, source, m), tick=tick_and_flush,
                                  progress=progress, rate_limit=rate_limit)
     except process.Interrupted:
         if cancelled():
