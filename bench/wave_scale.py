@@ -1,11 +1,11 @@
-"""A wave of 300 small VMs through 4 workers on 4 host queues, on this machine.
+"""A wave of 1,000 small VMs through 4 workers on 4 host queues, on this machine.
 
 Starts a redis-server (AOF), 4 `h2k worker` processes (hosts h1..h4) and `h2k conductor`, submits
 one wave of N one-disk VMs (bare raw disks, guest stage off: this measures the control plane), and
 prints: plan time, makespan, tasks per second, conductor CPU per VM, Redis memory per VM, and the
 makespan against the ideal (the sum of all stage times / worker slots), last as `ratio: <number>`.
 
-    .venv/bin/python bench/wave_scale.py [--vms 300] [--workers 4] [--concurrency 2]
+    .venv/bin/python bench/wave_scale.py [--vms 1000] [--workers 4] [--concurrency 2]
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def cpu_seconds(pid: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--vms", type=int, default=300)
+    ap.add_argument("--vms", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--concurrency", type=int, default=2)
     args = ap.parse_args()

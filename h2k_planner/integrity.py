@@ -20,8 +20,8 @@ _VDI_HEADER = 0x188
 def check_disk(disk: Disk) -> None:
     """Refuse `disk` if any layer of its chain is damaged; disks unpacked only at fetch, and encrypted
     layers, are skipped."""
-    if disk.packed:
-        return
+    if disk.packed or (disk.depth == 1 and disk.format not in CHECKED_FORMATS | {"vdi"}):
+        return  # a raw or VHD file alone: nothing qemu-img could check (its size was checked on load)
     for layer in qemu_img_info(disk.source, disk.format):
         fmt, path = layer["format"], layer["filename"]
         if layer.get("encrypted"):

@@ -9,8 +9,13 @@ import json
 import os
 import stat
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, TypeVar
 
 from h2k_planner.errors import InputError
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 DESCRIPTOR_MAGIC = b"# Disk DescriptorFile"
 
@@ -58,6 +63,15 @@ def format_of(head: bytes, tail: bytes) -> str:
     if tail.startswith(b"conectix"):
         return "vpc"  # fixed VHD: footer only at the end
     return "raw"
+
+
+def in_parallel(fn: Callable[[T], R], items: list[T]) -> list[R]:
+    """`[fn(x) for x in items]`, a few at a time: each waits on a qemu-img process. The first item
+    in order that raises raises here, as in the loop."""
+    if len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(2 * (os.cpu_count() or 1)) as pool:
+        return list(pool.map(fn, items))
 
 
 def qemu_img_info(path: str, fmt: str) -> list[dict]:

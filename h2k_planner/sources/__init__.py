@@ -12,6 +12,7 @@ import os
 from h2k_planner.errors import InputError
 from h2k_planner.integrity import check_disk
 from h2k_planner.models import VM
+from h2k_planner.probe import in_parallel
 from h2k_planner.sources.disk import DISK_EXTENSIONS, load_disk_image
 from h2k_planner.sources.ova import load_ova
 from h2k_planner.sources.ovf_vm import load_ovf
@@ -50,7 +51,7 @@ def load_directory(path: str, allow: tuple[str, ...] = ()) -> list[VM]:
     claimed = {os.path.realpath(c) for vm in vms for d in vm.disks for c in d.chain}
     rest = [f for f in files if ext[f] in DISK_EXTENSIONS and os.path.realpath(f) not in claimed]
     extents = [f for f in rest if ext[f] == ".vmdk" and is_bare_extent(f)]
-    images = [load_disk_image(f, allow) for f in rest if f not in extents]
+    images = in_parallel(lambda f: load_disk_image(f, allow), [f for f in rest if f not in extents])
     claimed |= {os.path.realpath(c) for vm in images for c in vm.disks[0].chain[1:]}
     vms += [vm for vm in images if os.path.realpath(vm.source) not in claimed]
     unread = [f for f in extents if os.path.realpath(f) not in claimed]
@@ -66,7 +67,5 @@ def load_sources(paths: list[str], allow: tuple[str, ...] = ()) -> list[VM]:
         if not os.path.isdir(a):
             raise InputError(a, "--allow-path must name an existing directory")
     vms = [vm for path in paths for vm in load_source(path, tuple(allow))]
-    for vm in vms:
-        for disk in vm.disks:
-            check_disk(disk)
+    in_parallel(check_disk, [disk for vm in vms for disk in vm.disks])
     return vms
