@@ -131,14 +131,13 @@ class Embedded:
             log.warning("the worker exited with code %s; starting it again", self.worker.returncode)
             self.worker = start_worker(self.settings, self.worker_log)
 
-    def stop(self) -> None:
-        """Kill the worker with its stages at once, as a crash would (a finished run has none
-        running: a VM's report waits for its last stage; an interrupted one resumes from the
-        state), stop redis-server, then give up the directory. Nothing to do unless this run got
-        the directory's lock."""
+    def stop(self, graceful: bool = True) -> None:
+        """Stop the worker (warm shutdown when `graceful`, else killed at once with its stages,
+        as a crash would) and redis-server, then give up the directory. Nothing to do unless
+        this run got the directory's lock."""
         if self.lock is None:
             return
-        if self.worker and self.worker.poll() is None:
+        if self.worker and self.worker.poll() is None and not graceful:
             os.killpg(self.worker.pid, signal.SIGKILL)
         for proc in (self.worker, self.redis):
             if proc and proc.poll() is None:

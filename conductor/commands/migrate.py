@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         if not embedded:
             raise
         broker_died = isinstance(e, redis.ConnectionError) and embedded.redis is not None and _exited(embedded.redis)
-        embedded.stop()
+        embedded.stop(graceful=False)
         if broker_died:
             embedded.check()  # raises EmbeddedFailed naming the redis-server that exited
         raise

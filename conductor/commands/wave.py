@@ -67,8 +67,10 @@ def _broker(args: argparse.Namespace, with_worker: bool):
         else:
             embedded.start_redis()
         yield cfg, embedded.settings
-    finally:
-        embedded.stop()
+    except BaseException:
+        embedded.stop(graceful=False)
+        raise
+    embedded.stop()
 
 
 def _load(state: State, wave: str) -> Plan:
