@@ -94,7 +94,7 @@ def qemu_nbd_output(path: str, fmt: str, compress: bool) -> list[str]:
 
     `--cache=unsafe`: a client's flush still writes qemu's cached metadata out to the OS, but qemu
     never calls fdatasync itself. In its default mode qcow2 syncs the file whenever an allocation
-    has to be ordered after another, which halves the write rate (docs/benchmarks.md); durability is
+    has to be ordered after another, which halves the write rate (docs/throughput.md 3); durability is
     the writer's part instead: convert fsyncs the image after each flush, before it writes the mark
     that counts on it."""
     cmd = ["qemu-nbd", "--cache=unsafe", "--shared", str(CONNECTIONS), "--persistent", "--discard", "unmap",

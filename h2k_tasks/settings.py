@@ -24,8 +24,8 @@ class Settings(BaseModel):
     convert_rate_limit: int = Field(0, ge=0, description="bytes per second each conversion may read (0: no cap), "
                                                          "to spare a shared source datastore")
     copy_segment: int = Field(1 << 30, ge=32 << 20, multiple_of=32 << 20,
-                              description="bytes a conversion copies between two marks: an attempt that dies "
-                                          "resumes from its last mark, re-copying at most this much")
+                              description="the most a conversion that dies copies again: it marks every half "
+                                          "of this, and its successor resumes from the last mark")
     qemu: str = Field(QEMU, description="the QEMU binary for the libguestfs appliance, the boot test and the "
                                         "accelerator probe (a name on PATH or a path)")
     kvm_deadline: float = Field(KVM_DEADLINE, ge=1, description="seconds a libguestfs launch, the first console "
