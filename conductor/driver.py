@@ -1,13 +1,18 @@
 """The scheduler: drives a wave to completion from the Redis state machine.
 
-Each pass (woken by the wave's state log, see State.wait_for_log) reads every stage record of the
-wave and, per VM, sends what is due: each disk lane (once it holds a token of every semaphore that
-caps it), then the VM lane once every disk lane succeeded in the VM's current run, then finalize
-once the VM succeeded, failed or was cancelled.
+Each pass (woken by the wave's state log, see State.wait_for_log) looks at every VM of the wave
+and sends what is due: each disk lane (once it holds a token of every semaphore that caps it), then
+the VM lane once every disk lane succeeded in the VM's current run, then finalize once the VM
+succeeded, failed or was cancelled.
+A pass reads from Redis the stage records of the VMs that the new log entries name and of the VMs
+running a stage (whose heartbeats log nothing); the others' records are as the last pass read them.
+Every record change is logged in the same step or just after it, so nothing is missed; a full
+pass, which re-reads everything, comes at least every FULL_PASS_EVERY seconds and whenever an entry
+names no VM. A wave of N VMs then costs each pass the VMs that moved, not N reads.
 What was sent in a run is recorded in Redis, so a restarted conductor neither loses nor repeats
 work. Each pass also reconciles: a running stage whose lease expired lost its worker, and its lane
 is sent again from that stage. Tokens are held by lanes, not runs (conductor/lanes.py), and every
-pass of `wait` (or of the conductor daemon) frees the tokens of lanes not in flight
+full pass of `wait` (or of the conductor daemon) frees the tokens of lanes not in flight
 (conductor/tokens.py).
 """
 from __future__ import annotations
@@ -23,6 +28,22 @@ from h2k_planner.plan import FINAL_STAGE, disk_lane, finalize, vm_lane
 from h2k_tasks.runner import refs_of
 from h2k_tasks.state import StageRef, State, decode
 
+FULL_PASS_EVERY = 30.0  # seconds: the longest between two passes that re-read every VM's records
+
+
+def moved_vms(entries: list[dict]) -> set[str] | None:
+    """The VMs whose stage records the state-log `entries` say changed; None if one names no VM
+    (then a full pass must look). Token entries change no record."""
+    vms: set[str] = set()
+    for entry in entries:
+        if "stage" in entry:
+            vms.add(entry["stage"].rsplit("/", 2)[0])
+        elif "vms" in entry:
+            vms.update(v.rpartition("#")[0] if entry.get("event") == "run" else v for v in entry["vms"].split(","))
+        elif entry.get("event") not in ("acquire", "release"):
+            return None
+    return vms
+
 
 @dataclass
 class Limits:
@@ -33,7 +54,7 @@ class Limits:
     per_host: dict[str, int] = field(default_factory=dict)  # host -> its workers' concurrency
 
 
-@dataclass
+@dataclass(eq=False)
 class VMView:
     """A VM's stages as read in one pass."""
 
@@ -90,6 +111,11 @@ class Driver:
     stall_after: float = 120.0
     _released: set[str] = field(default_factory=set)
     _sent: dict[str, float] = field(default_factory=dict)
+    _views: dict[str, VMView] = field(default_factory=dict)  # per VM, as last read
+    _settled: set[VMView] = field(default_factory=set)  # views of VMs finished with their tokens given back
+    _full_at: float = 0.0  # when the last full pass read everything
+    _blocked: set[tuple] = field(default_factory=set)  # semaphore sets found full in this pass
+    last_full: bool = False  # whether the last pass read every VM (then tokens are reconciled too)
 
     def __post_init__(self) -> None:
         self.refs = {pvm.vm.name: refs_of(self.plan, pvm) for pvm in self.plan.vms}
@@ -134,23 +160,46 @@ class Driver:
         return names
 
     # ---- one pass ----------------------------------------------------------------------------
-    def views(self) -> list[VMView]:
+    def views(self, read: set[str] | None = None) -> list[VMView]:
+        """Every VM's view, after reading from Redis the records of the VMs in `read` (default: all). A
+        VM neither read nor in a new run keeps its view object of the last pass."""
         self.runs = self.runs or self.state.runs(self.wave)
-        keys = [(pvm, k) for pvm in self.plan.vms for k in self.refs[pvm.vm.name]]
-        records = self.state.get_many([self.refs[pvm.vm.name][k] for pvm, k in keys])
-        by_vm: dict[str, dict] = {}
-        for (pvm, k), rec in zip(keys, records):
-            by_vm.setdefault(pvm.vm.name, {})[k] = rec
-        return [VMView(pvm, by_vm[pvm.vm.name], self.runs.get(pvm.vm.name, 0)) for pvm in self.plan.vms]
+        names = [pvm.vm.name for pvm in self.plan.vms if read is None or pvm.vm.name in read]
+        keys = [(name, k) for name in names for k in self.refs[name]]
+        records: dict[str, dict] = {name: {} for name in names}
+        for (name, k), rec in zip(keys, self.state.get_many([self.refs[name][k] for name, k in keys])):
+            records[name][k] = rec
+        for pvm in self.plan.vms:
+            name, run = pvm.vm.name, self.runs.get(pvm.vm.name, 0)
+            old = self._views.get(name)
+            if name in records or old.run != run:
+                self._views[name] = VMView(pvm, records.get(name, old and old.records), run)
+        return [self._views[pvm.vm.name] for pvm in self.plan.vms]
 
-    def step(self) -> list[VMView]:
-        views = self.views()
-        self._sent = self.state.sent_at(self.wave)
+    def step(self, entries: list[dict] | None = None) -> list[VMView]:
+        """One pass. `entries`: the state-log entries since the last pass, whose VMs (and those running
+        a stage) are read again; None, or a pass FULL_PASS_EVERY after the last full one, reads all.
+        A VM that finished its run and gave back its tokens is left alone until it moves again."""
+        moved = None if entries is None or not self._views else moved_vms(entries)
+        self.last_full = moved is None or time.time() - self._full_at >= FULL_PASS_EVERY
+        if self.last_full or any(e.get("event") == "run" for e in entries):
+            self.runs = {}  # re-read: a retry or resume may have started runs
+        before = dict(self._views)
+        if self.last_full:
+            views = self.views()
+            self._sent = self.state.sent_at(self.wave)
+            self._full_at = time.time()
+        else:
+            views = self.views(moved | {v.pvm.vm.name for v in before.values() if v.running})
+        self._blocked = set()
         for view in views:
-            if view.run == 0:
-                continue  # not submitted
+            if view.run == 0 or (before.get(view.pvm.vm.name) is view and view in self._settled):
+                continue  # not submitted, or finished and left alone
             self._reconcile(view)
             self._advance(view)
+            ids = [self._lane_id(view, lane) for lane in view.disk_lanes + ["vm"]]
+            if view.finished and all(i in self._released or i not in self._sent for i in ids):
+                self._settled.add(view)
         return views
 
     def _semaphores(self, pvm: PlannedVM, lane: str) -> dict[str, int]:
@@ -181,14 +230,23 @@ class Driver:
     def _send(self, view: VMView, lane: str) -> None:
         """Send a lane once per run, when a token of each of its semaphores is free. Taking the
         tokens records the lane as sent in the same step; a crash before the message leaves is
-        caught by the stall check in _reconcile, which sends it again."""
+        caught by the stall check in _reconcile, which sends it again. Once a set of semaphores is
+        found full, the pass tries it again only for a lane that may already hold its tokens (sent in
+        an earlier run), or after a release."""
         sent_id = self._lane_id(view, lane)
         if sent_id in self._sent:
             return
         if lane == "final":
             self.state.mark_sent(self.wave, sent_id)
-        elif not self.state.acquire(self.wave, self._holder(view, lane), sent_id, self._semaphores(view.pvm, lane)):
-            return
+        else:
+            sems = self._semaphores(view.pvm, lane)
+            caps = tuple(sorted(sems.items()))
+            holder = self._holder(view, lane)
+            if caps in self._blocked and not any(lanes.lane_id(holder, r) in self._sent for r in range(1, view.run)):
+                return
+            if not self.state.acquire(self.wave, holder, sent_id, sems):
+                self._blocked.add(caps)
+                return
         self._sent[sent_id] = time.time()
         self._canvas(view, lane).apply_async()
 
@@ -198,6 +256,7 @@ class Driver:
             self.state.release(self.wave, view.pvm.vm.name, view.run, self._holder(view, lane),
                                list(self._semaphores(view.pvm, lane)), "lane over")
             self._released.add(sent_id)
+            self._blocked = set()
 
     def _advance(self, view: VMView) -> None:
         for lane in view.disk_lanes + ["vm"]:
@@ -255,11 +314,15 @@ class Driver:
         """Passes until the wave is done: the next pass starts as soon as the wave's state log gets an
         entry (a stage claimed, finished, expired...), and at most `poll_interval` after the last."""
         cursors = {self.wave: self.state.log_cursor(self.wave)}  # before the pass: nothing is missed
+        entries = None
         while True:
-            views = self.step()
-            free_stale(self.state)
+            views = self.step(entries)
+            done = self.close_if_done(views)
+            if self.last_full or done:
+                free_stale(self.state)
             if on_pass:
                 on_pass(views)
-            if self.close_if_done(views):
+            if done:
                 return views
-            cursors = self.state.wait_for_log(cursors, self.poll_interval)
+            cursors, arrived = self.state.wait_for_log(cursors, self.poll_interval)
+            entries = arrived.get(self.wave, [])

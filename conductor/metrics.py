@@ -15,6 +15,7 @@ class Metrics:
         self.stage = Histogram("h2k_stage_seconds", "duration of finished stages", ["stage"], registry=self.registry,
                                buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200))
         self._seen: set[tuple] = set()
+        self._observed: dict[tuple[str, str], tuple[VMView, str]] = {}  # the view last counted, and its state
         self._states: set[tuple[str, str]] = set()
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
@@ -23,6 +24,11 @@ class Metrics:
     def observe(self, wave: str, views: list[VMView]) -> None:
         counts: dict[str, int] = {}
         for v in views:
+            last, status = self._observed.get((wave, v.pvm.vm.name), (None, ""))
+            if last is v:  # the driver kept it: nothing of this VM moved since
+                counts[status] = counts.get(status, 0) + 1
+                continue
+            self._observed[(wave, v.pvm.vm.name)] = (v, v.status)
             counts[v.status] = counts.get(v.status, 0) + 1
             for (lane, stage), rec in v.records.items():
                 if rec.get("status") != "succeeded" or not rec.get("ended"):

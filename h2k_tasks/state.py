@@ -312,19 +312,24 @@ class State:
         newest = self.r.xrevrange(self.log_key(wave), count=1)
         return newest[0][0] if newest else "0-0"
 
-    def wait_for_log(self, cursors: dict[str, str], timeout: float) -> dict[str, str]:
+    def wait_for_log(self, cursors: dict[str, str], timeout: float) -> tuple[dict[str, str], dict[str, list[dict]]]:
         """Block until one of the waves' state logs gets an entry after its cursor, or `timeout`
-        seconds; the cursors moved past what arrived. Every stage transition is logged, so this is what
-        wakes a conductor instead of a fixed sleep."""
+        seconds; returns the cursors moved past what arrived, and what arrived per wave. Every stage
+        transition is logged, so this is what wakes a conductor instead of a fixed sleep, and what tells
+        it which VMs moved."""
         if not cursors:
             time.sleep(timeout)
-            return cursors
+            return cursors, {}
         wave_of = {self.log_key(wave): wave for wave in cursors}
-        moved = dict(cursors)
+        moved, arrived = dict(cursors), {}
         for key, entries in self.r.xread({key: cursors[wave] for key, wave in wave_of.items()},
                                          block=max(1, int(timeout * 1000))) or []:
             moved[wave_of[key]] = entries[-1][0]
-        return moved
+            arrived[wave_of[key]] = [fields for _, fields in entries]
+        return moved, arrived
+
+    def wave_status(self, wave: str) -> str | None:
+        return self.r.hget(f"{P}:wave:{wave}", "status")
 
     def append_log(self, wave: str, **fields) -> None:
         self.r.xadd(self.log_key(wave), {k: str(v) for k, v in fields.items()} | {"at": time.time()})

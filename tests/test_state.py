@@ -64,18 +64,19 @@ def test_wait_for_log_wakes_on_a_transition_and_misses_none(state, redis_server)
     other = StageRef("w-2", "vm9", "d0", "convert")
     cursors = {"w-1": state.log_cursor("w-1"), "w-2": state.log_cursor("w-2")}
     assert cursors == {"w-1": "0-0", "w-2": "0-0"}
-    assert state.wait_for_log(cursors, 0.2) == cursors
+    assert state.wait_for_log(cursors, 0.2) == (cursors, {})
 
     state.claim(REF, "hostA", "w", ttl=30, run=1)  # logged during a pass, before the wait
-    moved = state.wait_for_log(cursors, 60)
+    moved, arrived = state.wait_for_log(cursors, 60)
     assert moved["w-1"] == state.log_cursor("w-1") != "0-0" and moved["w-2"] == "0-0"
+    assert [(e["event"], e["stage"]) for e in arrived["w-1"]] == [("claim", REF.name)] and "w-2" not in arrived
 
     worker = State.from_url(redis_server.url)
     later = threading.Timer(0.5, lambda: worker.claim(other, "hostB", "w", ttl=30, run=1))
     later.start()
     try:
-        woken = state.wait_for_log(moved, 60)  # blocked when the claim is logged
+        woken, arrived = state.wait_for_log(moved, 60)  # blocked when the claim is logged
     finally:
         later.join()
-    assert woken == {"w-1": moved["w-1"], "w-2": state.log_cursor("w-2")} and woken["w-2"] != "0-0"
+    assert list(arrived) == ["w-2"] and woken == {"w-1": moved["w-1"], "w-2": state.log_cursor("w-2")} and woken["w-2"] != "0-0"
     assert [e["event"] for e in state.log("w-2")] == ["claim"]

@@ -44,29 +44,33 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("h2k").setLevel(logging.INFO)
     drivers: dict[str, Driver] = {}
     cursors: dict[str, str] = {}  # each driven wave's state log, read before its pass
+    arrived: dict[str, list[dict]] = {}
     while True:
         try:
+            reconcile = not drivers  # the tokens, after a full pass or a wave's end, or when idle
             for wave in state.waves():
-                rec = state.wave(wave)
-                if rec.get("status") != "running":
+                if state.wave_status(wave) != "running":
                     drivers.pop(wave, None)
                     cursors.pop(wave, None)
                     continue
-                cursors.setdefault(wave, state.log_cursor(wave))
                 if wave not in drivers:
-                    drivers[wave] = driver_for(cfg, state, Plan.model_validate_json(rec["plan"]))
+                    cursors[wave] = state.log_cursor(wave)
+                    drivers[wave] = driver_for(cfg, state, Plan.model_validate_json(state.wave(wave)["plan"]))
                     log.info("driving wave %s", wave)
                 driver = drivers[wave]
-                driver.runs = {}  # re-read: a retry or resume may have started new runs
-                views = driver.step()
+                views = driver.step(arrived.get(wave, []))  # its first pass reads everything
                 metrics.observe(wave, views)
                 if driver.close_if_done(views):
                     log.info("wave %s finished", wave)
-            for holder in free_stale(state):
-                log.info("freed the tokens of %s: its lane is not in flight", holder)
+                    reconcile = True
+                reconcile = reconcile or driver.last_full
+            if reconcile:
+                for holder in free_stale(state):
+                    log.info("freed the tokens of %s: its lane is not in flight", holder)
             if args.once:
                 return 0
-            cursors = state.wait_for_log(cursors, cfg.conductor.poll_interval)
+            cursors, arrived = state.wait_for_log(cursors, cfg.conductor.poll_interval)
         except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as e:
             log.warning("redis unavailable (%s); retrying", e)
+            drivers.clear()  # read everything again: what was cached may not be what Redis holds now
             time.sleep(1)
